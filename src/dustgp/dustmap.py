@@ -1,0 +1,202 @@
+"""A finished 3D dust map: posterior summaries of density and extinction on a grid.
+
+A :class:`DustMap` is what :meth:`dustgp.Fit.predict` returns and what :func:`dustgp.io.read_map` reads back.
+Density (mag/pc) lives in cells; extinction (mag) is integrated from the Sun to each cell's *far* edge, sample by
+sample (percentiles of integrated samples, never integrals of percentiles, METHOD.md §6). Arrays are ordered
+``(distance, b, l)``; ghost cells are the first ``grid.ghost_cells`` distance cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+
+from .grid import Grid
+
+__all__ = ["DustMap"]
+
+DEFAULT_PERCENTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
+
+
+@dataclass(eq=False)
+class DustMap:
+    """Posterior summaries of a 3D dust map on a :class:`~dustgp.grid.Grid`.
+
+    Attributes
+    ----------
+    grid : Grid
+        The prediction grid (ghost cells included).
+    percentiles : numpy.ndarray, shape (n_q,)
+        Percentile levels (0-100) of the stored summaries.
+    density_mean, density_std : numpy.ndarray, shape (n_d, n_b, n_l)
+        Posterior mean and standard deviation of the density, mag/pc.
+    density_percentiles : numpy.ndarray, shape (n_q, n_d, n_b, n_l)
+        Posterior percentiles of the density, mag/pc.
+    extinction_mean, extinction_std : numpy.ndarray, shape (n_d, n_b, n_l)
+        Extinction from the Sun to each cell's far edge, mag.
+    extinction_percentiles : numpy.ndarray, shape (n_q, n_d, n_b, n_l)
+    density_samples : numpy.ndarray or None, shape (n_samples, n_d, n_b, n_l)
+        Joint posterior samples of the density, mag/pc, when kept (``keep_samples`` in prediction).
+    meta : dict
+        Provenance: package version, configuration, seed, hyperparameters (all JSON-serialisable).
+    """
+
+    grid: Grid
+    percentiles: np.ndarray
+    density_mean: np.ndarray
+    density_std: np.ndarray
+    density_percentiles: np.ndarray
+    extinction_mean: np.ndarray
+    extinction_std: np.ndarray
+    extinction_percentiles: np.ndarray
+    density_samples: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.percentiles = np.asarray(self.percentiles, dtype=float)
+        for name in ("density_mean", "density_std", "extinction_mean", "extinction_std"):
+            if getattr(self, name).shape != self.grid.shape:
+                raise ValueError(f"{name}: expected shape {self.grid.shape}, got {getattr(self, name).shape}")
+        for name in ("density_percentiles", "extinction_percentiles"):
+            expected = (self.percentiles.size, *self.grid.shape)
+            if getattr(self, name).shape != expected:
+                raise ValueError(f"{name}: expected shape {expected}, got {getattr(self, name).shape}")
+        if self.density_samples is not None and self.density_samples.shape[1:] != self.grid.shape:
+            raise ValueError(
+                f"density_samples: expected shape (n, {self.grid.shape}), got {self.density_samples.shape}"
+            )
+
+    # ----- summaries --------------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        """Number of stored joint samples (0 when none were kept)."""
+        return 0 if self.density_samples is None else self.density_samples.shape[0]
+
+    def extinction_samples(self) -> np.ndarray:
+        """Joint samples of extinction to each cell's far edge, mag, shape ``(n_samples, n_d, n_b, n_l)``."""
+        if self.density_samples is None:
+            raise ValueError("this map keeps no posterior samples; predict with keep_samples > 0")
+        return np.cumsum(self.density_samples * self.grid.path_lengths[None, :, None, None], axis=1)
+
+    def _pick(
+        self,
+        q: float | Sequence[float] | None,
+        mean: np.ndarray,
+        table: np.ndarray,
+        samples: np.ndarray | None,
+    ) -> np.ndarray:
+        if q is None:
+            return mean
+        levels = np.atleast_1d(np.asarray(q, dtype=float))
+        out = []
+        for level in levels:
+            hit = np.flatnonzero(np.isclose(self.percentiles, level))
+            if hit.size:
+                out.append(table[hit[0]])
+            elif samples is not None:
+                out.append(np.percentile(samples, level, axis=0))
+            else:
+                raise ValueError(
+                    f"percentile {level:g} is not stored (stored: {self.percentiles.tolist()}) and the map keeps "
+                    "no samples; predict with percentiles=... or keep_samples > 0"
+                )
+        result = np.stack(out)
+        return result[0] if np.ndim(q) == 0 else result
+
+    def density(self, q: float | Sequence[float] | None = None) -> u.Quantity:
+        """Extinction density, mag/pc: the posterior mean (``q=None``) or percentiles ``q`` (0-100).
+
+        Returns shape ``(n_d, n_b, n_l)`` for a scalar/None ``q``, ``(len(q), n_d, n_b, n_l)`` for a sequence.
+        """
+        return self._pick(q, self.density_mean, self.density_percentiles, self.density_samples) * (u.mag / u.pc)
+
+    def extinction(self, q: float | Sequence[float] | None = None) -> u.Quantity:
+        """Extinction from the Sun to each cell's far edge, mag: mean or percentiles ``q`` of integrated samples."""
+        samples = None if self.density_samples is None else self.extinction_samples()
+        return self._pick(q, self.extinction_mean, self.extinction_percentiles, samples) * u.mag
+
+    def total_extinction(self, q: float | Sequence[float] | None = None) -> u.Quantity:
+        """Extinction to the far edge of the map, mag, shape ``(n_b, n_l)`` (or ``(len(q), n_b, n_l)``)."""
+        return self.extinction(q)[..., -1, :, :]
+
+    def region(self) -> slice:
+        """Slice of the distance axis that excludes the ghost cells."""
+        return slice(self.grid.ghost_cells, None)
+
+    def __repr__(self) -> str:
+        return f"DustMap({self.grid!r}, percentiles={self.percentiles.tolist()}, n_samples={self.n_samples})"
+
+    # ----- queries with the dustmaps conventions (dustgp.query) and files (dustgp.io) --------------------
+    def _query_engine(self) -> Any:
+        """A :class:`dustgp.query.DustMapQuery`, kept while the map's arrays stay the same objects."""
+        from .query import DustMapQuery
+
+        arrays = (
+            self.grid,
+            self.percentiles,
+            self.density_mean,
+            self.density_std,
+            self.density_percentiles,
+            self.extinction_mean,
+            self.extinction_std,
+            self.extinction_percentiles,
+            self.density_samples,
+        )
+        cached = self.__dict__.get("_query_cache")
+        if cached is None or any(a is not b for a, b in zip(cached[0], arrays, strict=True)):
+            cached = (arrays, DustMapQuery(self))
+            self.__dict__["_query_cache"] = cached
+        return cached[1]
+
+    def query(
+        self,
+        coords: Any,
+        mode: str = "mean",
+        pct: float | Sequence[float] | None = None,
+        return_flags: bool = False,
+    ) -> Any:
+        """Extinction (mag) at sky positions with distances, with the ``dustmaps`` conventions.
+
+        See :meth:`dustgp.query.DustMapQuery.query`: ``mode`` in ``mean``, ``median``, ``std``,
+        ``samples``, ``random_sample``, ``percentile`` (with ``pct``); output shaped like ``coords``
+        (samples or percentiles on the last axis); NaN outside the map; continuous in distance.
+        """
+        return self._query_engine().query(coords, mode=mode, pct=pct, return_flags=return_flags)
+
+    def __call__(self, coords: Any, **kwargs: Any) -> Any:
+        """Alias for :meth:`query`."""
+        return self.query(coords, **kwargs)
+
+    def query_gal(self, l: Any, b: Any, d: Any = None, **kwargs: Any) -> Any:
+        """Query at Galactic (l, b, d): bare numbers are deg, deg and **kpc**, as in ``dustmaps``."""
+        return self._query_engine().query_gal(l, b, d, **kwargs)
+
+    @property
+    def distances(self) -> u.Quantity:
+        """Distance-cell centres, ghost cells included, shape ``(n_d,)``, pc."""
+        return self.grid.d_centers * u.pc
+
+    @property
+    def distance_bounds(self) -> u.Quantity:
+        """Distance-cell edges from 0 to ``d_max``, shape ``(n_d + 1,)``, pc."""
+        return self.grid.d_edges * u.pc
+
+    def save(self, path: Any, **kwargs: Any) -> Any:
+        """Write the map, format from the name (``.nc``, ``.fits``); see :func:`dustgp.io.write_map`."""
+        from .io import write_map
+
+        return write_map(self, path, **kwargs)
+
+    @classmethod
+    def load(cls, path: Any) -> DustMap:
+        """Read a map written by :meth:`save` (NetCDF or FITS cube); see :func:`dustgp.io.read_map`."""
+        from .io import read_map
+
+        dmap = read_map(path)
+        if not isinstance(dmap, cls):
+            raise TypeError(f"{path}: holds a {type(dmap).__name__}, not a DustMap; use dustgp.io.read_map")
+        return dmap

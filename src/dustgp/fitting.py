@@ -1,0 +1,587 @@
+"""Training: maximise the ELBO over the variational posterior, the inducing points and the five hyperparameters.
+
+The ELBO (METHOD.md §5, paper Eqs. 3-5) is estimated with Pyro's ``TraceMeanField_ELBO``: 32 Monte Carlo draws
+of the whitened inducing values, vectorised in one batch, each projected jointly onto the training cells
+(:mod:`dustgp.model`), and the KL term in closed form. The likelihood of all stars enters through the sufficient
+statistics of :class:`~dustgp.sightlines.GaussianStatistics`, so an iteration costs the same for 10⁴ or 10⁶ stars.
+
+Stopping. The paper stops when the ELBO varies by less than 1% over 10 iterations (``stop="elbo"``). On the
+Section 3 problem that fires after ~120 iterations while the map keeps improving for 1000+ (METHOD.md §10), so
+the default (``stop="map"``) watches the map itself: every ``check_every`` iterations it evaluates the posterior
+mean density on the training cells and stops once the 90th percentile of ``|rho_now / rho_then - 1|`` over the
+last ``window`` iterations has stayed below ``tol`` for ``patience`` checks in a row.
+
+AdamW: weight decay pulls parameters toward zero; on the inducing locations that means toward the Sun, so decay
+applies to the variational parameters only (and is 0 by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as pdist
+import torch
+from pyro.infer import SVI, TraceMeanField_ELBO
+from torch.distributions.kl import register_kl
+from tqdm.auto import tqdm
+
+from .catalog import Catalog
+from .grid import Grid, lbd_to_xyz
+from .model import DustGP
+from .sightlines import GaussianStatistics, Sightlines
+
+__all__ = ["Fit", "FitConfig", "FitError", "fit", "load_fit"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "dustgp-checkpoint-1"
+STOP_RULES = ("map", "elbo", "none")
+
+
+class FitError(RuntimeError):
+    """A fit that cannot start or go on (no stars on the grid, an incompatible checkpoint, ...)."""
+
+
+@dataclass
+class FitConfig:
+    """Every knob of a fit, with the units it is given in. Saved with checkpoints and maps.
+
+    Parameters
+    ----------
+    inducing_points : int
+        Number M of inducing points.
+    length_scale : float or list of 3 floats
+        Initial kernel scale lengths (gamma_x, gamma_y, gamma_z), pc.
+    scale : float
+        Initial kernel scale factor alpha, dex² (prior variance of phi).
+    mean : float or None
+        Initial constant mean c, log10(mag/pc); ``None`` takes log10 of the median of ``A_i / d_i``.
+    learn_inducing_locations : bool
+        Train the inducing locations, or keep them at their initial star positions.
+    particles : int
+        Monte Carlo samples per ELBO estimate.
+    lr : float
+        AdamW learning rate.
+    weight_decay : float
+        AdamW decoupled weight decay on the variational parameters (never on locations or hyperparameters).
+    max_iterations : int
+        Upper bound on iterations.
+    stop : {"map", "elbo", "none"}
+        Stop rule: the map has converged (default); the paper's ELBO rule; or run ``max_iterations``.
+    tol, window, check_every, patience : float, int, int, int
+        Map rule: stop when q90 |rho_now/rho_{window iterations ago} - 1| < ``tol`` at ``patience`` checks in a row.
+    elbo_tol, elbo_window : float, int
+        Paper's rule: stop when (max - min) / |mean| of the last ``elbo_window`` ELBO values < ``elbo_tol``.
+    min_iterations : int
+        No stop rule fires before this many iterations.
+    dtype : {"float32", "float64"}
+    device : str
+        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    seed : int
+        Seeds the inducing-point draw and the Monte Carlo samples.
+    checkpoint_every : int
+        Iterations between checkpoints (when a checkpoint path is given).
+    """
+
+    inducing_points: int = 1000
+    length_scale: float | list[float] = 20.0
+    scale: float = 0.5
+    mean: float | None = None
+    learn_inducing_locations: bool = True
+    particles: int = 32
+    lr: float = 0.02
+    lr_covariance: float | None = None
+    initial_posterior_std: float = 1.0
+    weight_decay: float = 0.0
+    max_iterations: int = 4000
+    stop: str = "map"
+    tol: float = 0.02
+    window: int = 200
+    check_every: int = 25
+    patience: int = 4
+    elbo_tol: float = 0.01
+    elbo_window: int = 10
+    min_iterations: int = 20
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("inducing_points", "particles", "max_iterations", "window", "check_every", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        ls = np.atleast_1d(np.asarray(self.length_scale, dtype=float))
+        if ls.size not in (1, 3) or np.any(ls <= 0):
+            raise ValueError(f"length_scale: expected one or three positive lengths in pc, got {self.length_scale}")
+        if self.scale <= 0:
+            raise ValueError(f"scale: expected a positive variance in dex², got {self.scale}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float32 if self.dtype == "float32" else torch.float64
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"fit config: unknown options {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The ELBO as a Pyro program
+
+
+class _WhitenedPrior(pdist.Independent):
+    """N(0, I) over the whitened inducing values; a class of its own so that its KL can be registered below."""
+
+
+@register_kl(pdist.MultivariateNormal, _WhitenedPrior)
+def _kl_to_whitened_prior(q: pdist.MultivariateNormal, p: _WhitenedPrior) -> torch.Tensor:
+    # Closed form against N(0, I), O(M²): torch's generic MVN-MVN KL would do an M × M triangular solve per step.
+    l_q = q._unbroadcasted_scale_tril
+    m = q.loc
+    half_logdet = l_q.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    kl = 0.5 * ((l_q * l_q).sum((-1, -2)) + (m * m).sum(-1) - m.shape[-1]) - half_logdet
+    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
+
+
+class _Elbo:
+    """Pyro model and guide for one fit; tensors live on the fit's device and dtype."""
+
+    def __init__(self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid) -> None:
+        self.gp, self.cells, self.stats = gp, cells, stats
+        self.shape = (grid.n_d, grid.n_columns)
+
+    def model(self) -> None:
+        pyro.module("dustgp", self.gp)
+        m = self.gp.variational_mean
+        prior = _WhitenedPrior(pdist.Normal(torch.zeros_like(m), torch.ones_like(m)), 1)
+        v = pyro.sample("v", prior)
+        weights = self.gp.projection(v.reshape(-1, m.shape[0]), self.gp.inducing_cholesky())
+        density = torch.pow(10.0, self.gp.phi(self.cells, weights)).reshape(-1, *self.shape)
+        pyro.factor("stars", self.stats.log_likelihood(density).reshape(v.shape[:-1]))
+
+    def guide(self) -> None:
+        pyro.module("dustgp", self.gp)
+        q = pdist.MultivariateNormal(self.gp.variational_mean, scale_tril=self.gp.variational_scale_tril())
+        pyro.sample("v", q)
+
+    @torch.no_grad()
+    def mean_log_density(self) -> torch.Tensor:
+        """log10 density of the posterior-mean phi on the training cells (no sampling)."""
+        weights = self.gp.projection(self.gp.variational_mean[None, :], self.gp.inducing_cholesky())
+        return self.gp.phi(self.cells, weights)[0]
+
+
+def _optimizer_args(config: FitConfig):
+    def args(name: str) -> dict[str, float]:
+        variational = "variational_distribution" in name
+        lr = config.lr
+        if "chol_variational_covar" in name and config.lr_covariance is not None:
+            lr = config.lr_covariance
+        return {"lr": lr, "weight_decay": config.weight_decay if variational else 0.0}
+
+    return args
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stop rules
+
+
+class _MapConvergence:
+    """The default stop rule: the posterior-mean map no longer moves."""
+
+    def __init__(self, config: FitConfig) -> None:
+        self.config = config
+        self.snapshots: deque[tuple[int, torch.Tensor]] = deque()
+        self.passed = 0
+
+    def update(self, iteration: int, log_density: torch.Tensor) -> float | None:
+        """Record the map at ``iteration``; return the change over the window once a full window is held."""
+        self.snapshots.append((iteration, log_density.clone()))
+        while self.snapshots and self.snapshots[0][0] < iteration - self.config.window:
+            self.snapshots.popleft()
+        first_iteration, first = self.snapshots[0]
+        if iteration - first_iteration < self.config.window:
+            return None
+        change = torch.quantile((torch.pow(10.0, log_density - first) - 1.0).abs().double().cpu(), 0.9)
+        self.passed = self.passed + 1 if change < self.config.tol else 0
+        return float(change)
+
+    @property
+    def converged(self) -> bool:
+        return self.passed >= self.config.patience
+
+
+def _elbo_rule_fires(losses: list[float], config: FitConfig) -> bool:
+    if len(losses) < config.elbo_window:
+        return False
+    recent = np.asarray(losses[-config.elbo_window :])
+    return float(np.ptp(recent) / abs(recent.mean())) < config.elbo_tol
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Fit
+
+
+@dataclass(eq=False)
+class Fit:
+    """A trained model and how it got there. Returned by :func:`fit`; :meth:`predict` makes a map.
+
+    Attributes
+    ----------
+    model : DustGP
+    grid : Grid
+        Training grid.
+    config : FitConfig
+    losses : numpy.ndarray
+        Negative ELBO (nats) at each iteration.
+    map_changes : numpy.ndarray, shape (n_checks, 2)
+        (iteration, q90 relative change of the mean map over the window) at each check of the map rule.
+    iterations : int
+    stopped_by : str
+        ``"map converged"``, ``"elbo rule"``, ``"max_iterations"`` or ``"interrupted"``.
+    seconds : float
+        Wall-clock training time (this session and any resumed ones).
+    stars : dict
+        Counts of stars used, off the grid and in the ghost cells.
+    """
+
+    model: DustGP
+    grid: Grid
+    config: FitConfig
+    losses: np.ndarray
+    map_changes: np.ndarray
+    iterations: int
+    stopped_by: str
+    seconds: float
+    stars: dict[str, int] = field(default_factory=dict)
+
+    def hyperparameters(self) -> dict[str, float | list[float]]:
+        """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
+        return self.model.hyperparameters()
+
+    @property
+    def elbo(self) -> np.ndarray:
+        return -self.losses
+
+    def predict(self, grid: Grid | None = None, **options: Any):
+        """Posterior map on ``grid`` (default: the training grid refined 2.5×); see :func:`dustgp.predict`."""
+        from .prediction import predict
+
+        return predict(self, grid, **options)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write the fit as a checkpoint (weights only, loadable without executing code)."""
+        return _write_checkpoint(path, _checkpoint_payload(self, None, None), overwrite=overwrite)
+
+    def summary(self) -> str:
+        h = self.hyperparameters()
+        gx, gy, gz = h["length_scale_pc"]
+        return "\n".join(
+            [
+                f"stars used {self.stars.get('used', 0)}, off grid {self.stars.get('off_grid', 0)}, "
+                f"in ghost cells {self.stars.get('in_ghost_cells', 0)}",
+                f"{self.iterations} iterations in {self.seconds:.1f} s, stopped by {self.stopped_by}; "
+                f"final -ELBO {self.losses[-1]:.6g}"
+                if self.losses.size
+                else "no iterations",
+                f"length scales {gx:.1f}, {gy:.1f}, {gz:.1f} pc; scale {h['scale_dex']:.3f} dex; "
+                f"mean density 10^{h['mean_log10_density']:.3f} mag/pc",
+            ]
+        )
+
+
+def _inducing_init(catalog: Catalog, grid: Grid, m: int, rng: np.random.Generator, length_scale: float) -> np.ndarray:
+    """Initial inducing locations (pc): random star positions, and random ghost-cell centres in proportion to
+    the ghost cells' share of the grid.
+
+    No star lies in the ghost cells, so without inducing points there the foreground could not depart from the
+    prior mean; a foreground much thinner than the mean would then bias every star near ``d_min``.
+    """
+    n_ghost = round(m * grid.ghost_cells / grid.n_d) if grid.ghost_cells else 0
+    xyz = lbd_to_xyz(catalog.l, catalog.b, catalog.distance)
+    replace = m - n_ghost > len(xyz)
+    z = xyz[rng.choice(len(xyz), size=m - n_ghost, replace=replace)]
+    ghosts = grid.cell_centers_xyz().reshape(grid.n_d, grid.n_columns, 3)[: grid.ghost_cells].reshape(-1, 3)
+    z = np.concatenate([z, ghosts[rng.choice(len(ghosts), size=n_ghost, replace=n_ghost > len(ghosts))]])
+    if replace or n_ghost > len(ghosts):  # duplicated points would make K_zz singular
+        z = z + rng.normal(scale=0.05 * length_scale, size=z.shape)
+    return z
+
+
+def fit(
+    catalog: Catalog,
+    grid: Grid,
+    *,
+    config: FitConfig | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Fit:
+    """Train the model on a catalogue over a grid.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Stars with l, b (deg), distance (pc), extinction and its uncertainty (mag).
+    grid : Grid
+        Training grid (ghost cells included).
+    config : FitConfig, optional
+        All options at once; keyword ``options`` (any :class:`FitConfig` field, e.g. ``inducing_points=1000``,
+        ``length_scale=20``, ``seed=1``) override it.
+    checkpoint : path, optional
+        Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C (atomically).
+    resume : path, optional
+        Continue from this checkpoint (its model, optimiser and random state; ``options`` may raise
+        ``max_iterations`` or change the stop rule).
+    progress : bool
+        Show a progress bar (stderr) with iteration, loss, map change and ETA.
+
+    Returns
+    -------
+    Fit
+
+    Raises
+    ------
+    FitError
+        No star lies on the grid, or the checkpoint does not belong to this grid.
+    """
+    previous = load_checkpoint(resume) if resume is not None else None
+    base = FitConfig.from_dict(previous["config"]) if previous else (config or FitConfig())
+    config = dataclasses.replace(base, **options) if options else base
+    dtype, device = config.torch_dtype, torch.device(config.device)
+
+    sightlines = Sightlines.from_positions(grid, catalog.l, catalog.b, catalog.distance)
+    stars = {
+        "used": len(sightlines),
+        "off_grid": sightlines.n_off_grid,
+        "in_ghost_cells": sightlines.n_in_ghost_cells,
+    }
+    if sightlines.n_off_grid or sightlines.n_in_ghost_cells:
+        logger.warning(
+            "%d of %d stars are off the grid and %d lie in the ghost cells (d < %g pc): they are not used",
+            sightlines.n_off_grid,
+            len(catalog),
+            sightlines.n_in_ghost_cells,
+            grid.d_min,
+        )
+    if len(sightlines) == 0:
+        raise FitError(f"no star of the catalogue ({len(catalog)} stars) lies on the grid {grid!r}")
+    used = sightlines.star_index
+    stats = GaussianStatistics.from_stars(
+        sightlines, catalog.extinction[used], catalog.extinction_err[used], dtype=torch.float64
+    ).to(dtype=dtype, device=device)
+    cells_pc = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype, device=device)
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    gamma = float(np.mean(config.length_scale))
+    if previous:
+        gp = _model_from_state(previous["model"], config)
+        if Grid.from_dict(previous["grid"]) != grid:
+            raise FitError(f"checkpoint {resume} was made on another grid: {Grid.from_dict(previous['grid'])!r}")
+    else:
+        a_over_d = catalog.extinction[used] / catalog.distance[used]
+        mean = config.mean
+        if mean is None:
+            positive = a_over_d[a_over_d > 0]
+            mean = float(np.log10(np.median(positive))) if positive.size else -3.0
+        z = _inducing_init(catalog.select(used), grid, config.inducing_points, rng, gamma)
+        gp = DustGP(
+            torch.as_tensor(z, dtype=dtype),
+            mean=mean,
+            scale=config.scale,
+            length_scale=tuple(np.broadcast_to(config.length_scale, 3).tolist()),
+            learn_inducing_locations=config.learn_inducing_locations,
+        )
+        with torch.no_grad():
+            gp.variational_strategy._variational_distribution.chol_variational_covar.mul_(config.initial_posterior_std)
+    gp = gp.to(device)
+    cells = cells_pc / gp.length_unit
+    objective = _Elbo(gp, cells, stats, grid)
+
+    pyro.clear_param_store()
+    optimizer = pyro.optim.AdamW(_optimizer_args(config))
+    if previous:
+        optimizer.set_state(previous["optimizer"])
+        torch.set_rng_state(previous["rng"])
+    elbo = TraceMeanField_ELBO(num_particles=config.particles, vectorize_particles=True, max_plate_nesting=0)
+    svi = SVI(objective.model, objective.guide, optimizer, loss=elbo)
+
+    losses: list[float] = list(previous["losses"].tolist()) if previous else []
+    changes: list[tuple[int, float]] = [tuple(r) for r in previous["map_changes"].tolist()] if previous else []
+    seconds = float(previous["seconds"]) if previous else 0.0
+    start_iteration = len(losses)
+    rule = _MapConvergence(config)
+    stopped_by = "max_iterations"
+    result = Fit(gp, grid, config, np.empty(0), np.empty((0, 2)), 0, "", 0.0, stars)
+
+    def snapshot(state: str) -> Fit:
+        result.losses = np.asarray(losses)
+        result.map_changes = np.asarray(changes, dtype=float).reshape(-1, 2)
+        result.iterations = len(losses)
+        result.stopped_by = state
+        result.seconds = seconds + (time.perf_counter() - started)
+        return result
+
+    def save(state: str) -> None:
+        if checkpoint is not None:
+            _write_checkpoint(checkpoint, _checkpoint_payload(snapshot(state), optimizer, torch.get_rng_state()))
+
+    started = time.perf_counter()
+    bar = tqdm(
+        total=config.max_iterations,
+        initial=start_iteration,
+        disable=not progress,
+        desc="fit",
+        unit="it",
+        dynamic_ncols=True,
+    )
+    gp.train()
+    try:
+        for iteration in range(start_iteration + 1, config.max_iterations + 1):
+            loss = svi.step()
+            if not math.isfinite(loss):
+                raise FitError(f"the ELBO became {loss} at iteration {iteration}; lower lr (now {config.lr})")
+            losses.append(loss)
+            postfix = {"loss": f"{loss:.5g}"}
+            if iteration % config.check_every == 0:
+                change = rule.update(iteration, objective.mean_log_density())
+                if change is not None:
+                    changes.append((iteration, change))
+                    postfix["map_change"] = f"{change:.3%}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update()
+            if checkpoint is not None and iteration % config.checkpoint_every == 0:
+                save("running")
+            if iteration >= config.min_iterations:
+                if config.stop == "map" and rule.converged:
+                    stopped_by = "map converged"
+                    break
+                if config.stop == "elbo" and _elbo_rule_fires(losses, config):
+                    stopped_by = "elbo rule"
+                    break
+    except KeyboardInterrupt:
+        stopped_by = "interrupted"
+        logger.warning(
+            "interrupted at iteration %d; %s",
+            len(losses),
+            f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint path was given",
+        )
+    finally:
+        bar.close()
+    gp.eval()
+    save(stopped_by)
+    result = snapshot(stopped_by)
+    logger.info("fit: %s", result.summary().replace("\n", "; "))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints: plain tensors, numbers and strings only, so torch.load(weights_only=True) reads them.
+
+
+def _checkpoint_payload(result: Fit, optimizer: Any, rng_state: torch.Tensor | None) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "dustgp_version": __version__,
+        "model": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "optimizer": optimizer.get_state() if optimizer is not None else {},
+        "rng": rng_state if rng_state is not None else torch.get_rng_state(),
+        "config": result.config.to_dict(),
+        "grid": result.grid.to_dict(),
+        "losses": torch.as_tensor(result.losses, dtype=torch.float64),
+        "map_changes": torch.as_tensor(result.map_changes, dtype=torch.float64).reshape(-1, 2),
+        "iterations": result.iterations,
+        "stopped_by": result.stopped_by,
+        "seconds": result.seconds,
+        "stars": dict(result.stars),
+    }
+
+
+def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overwrite: bool = True) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint without executing code (``torch.load(weights_only=True)``)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise FitError(f"{path} is not a dustgp checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return payload
+
+
+def _model_from_state(state: dict[str, torch.Tensor], config: FitConfig) -> DustGP:
+    z = state["variational_strategy.inducing_points"]
+    unit = float(state["length_unit"])
+    gp = DustGP(
+        (z * unit).to(config.torch_dtype),
+        mean=0.0,
+        learn_inducing_locations=config.learn_inducing_locations,
+        length_unit=unit,
+    )
+    gp.load_state_dict(state)
+    return gp
+
+
+def load_fit(path: str | os.PathLike, *, device: str | None = None) -> Fit:
+    """A :class:`Fit` from a checkpoint, ready to :meth:`~Fit.predict` (or to resume with ``fit(resume=...)``)."""
+    payload = load_checkpoint(path)
+    config = FitConfig.from_dict(payload["config"])
+    if device is not None:
+        config = dataclasses.replace(config, device=device)
+    gp = _model_from_state(payload["model"], config).to(config.device)
+    gp.eval()
+    return Fit(
+        model=gp,
+        grid=Grid.from_dict(payload["grid"]),
+        config=config,
+        losses=payload["losses"].numpy(),
+        map_changes=payload["map_changes"].numpy(),
+        iterations=int(payload["iterations"]),
+        stopped_by=str(payload["stopped_by"]),
+        seconds=float(payload["seconds"]),
+        stars={k: int(v) for k, v in payload["stars"].items()},
+    )
+
+
+def config_json(config: FitConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)

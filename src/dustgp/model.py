@@ -1,0 +1,179 @@
+"""The Gaussian-process prior on phi = log10(density) and its sparse variational posterior.
+
+Prior (METHOD.md §3, paper Eqs. 1-2): phi ~ GP(c, k) with
+
+.. math:: k(x_1, x_2) = \\alpha \\exp\\Big(-\\tfrac12 \\sum_{k \\in \\{x,y,z\\}} (x_{1k} - x_{2k})^2 / \\gamma_k^2\\Big)
+
+in heliocentric Cartesian coordinates. The variational posterior (Sects. 2.3-2.4) is GPyTorch's whitened
+formulation: M inducing points z, ``u = c + L_zz v`` with ``L_zz L_zzᵀ = K_zz`` and a full-covariance Gaussian
+``q(v) = N(m, S)``, ``S = L_q L_qᵀ``, initialised at m = 0, S = I.
+
+Joint sampling (why it is done this way)
+----------------------------------------
+A star's extinction sums correlated log-normal cells, so samples of phi must be *joint* across cells. We draw
+``v ~ q(v)`` and project it, which gives exact joint samples of the low-rank part of q(phi):
+
+.. math:: \\phi = c + K_{xz} L_{zz}^{-\\top} v, \\qquad v = m + L_q \\varepsilon
+
+It costs one pass over the n × M cross-covariance per batch of samples (GPyTorch's default Pyro guide instead draws
+independent per-cell marginals, and its Lanczos joint sampler builds a dense n × n kernel). The per-cell
+conditional variance ``diag(K_xx - K_xz K_zz⁻¹ K_zx)`` can be added as independent noise
+(``cell_variance=True``); it costs a triangular solve over all cells (n M²) and is off by default in training.
+
+Coordinates inside the model are divided by ``length_unit`` (pc) so that all learnable quantities are of order
+one; :meth:`DustGP.hyperparameters` reports them in physical units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gpytorch
+import torch
+from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
+from linear_operator.utils.cholesky import psd_safe_cholesky
+
+__all__ = ["DustGP"]
+
+#: Jitter added to K_zz (in units of the prior variance alpha) before its Cholesky factorisation, per dtype:
+#: inducing points closer than a few percent of a scale length make K_zz singular in float32 otherwise.
+JITTER = {torch.float32: 1e-4, torch.float64: 1e-6}
+
+
+class DustGP(gpytorch.models.ApproximateGP):
+    """Sparse variational GP over phi = log10(extinction density / (mag/pc)).
+
+    Parameters
+    ----------
+    inducing_points : torch.Tensor, shape (M, 3)
+        Initial inducing locations, heliocentric Cartesian, pc.
+    mean : float
+        Initial constant mean c, log10(mag/pc).
+    scale : float
+        Initial kernel scale factor alpha, dex² (the prior variance of phi).
+    length_scale : float or tuple of 3 floats
+        Initial scale lengths (gamma_x, gamma_y, gamma_z), pc.
+    learn_inducing_locations : bool
+        Train the inducing locations (default) or keep them fixed.
+    length_unit : float
+        Internal unit of length, pc (default: the mean initial scale length).
+    """
+
+    def __init__(
+        self,
+        inducing_points: torch.Tensor,
+        *,
+        mean: float,
+        scale: float = 0.5,
+        length_scale: float | tuple[float, float, float] = 20.0,
+        learn_inducing_locations: bool = True,
+        length_unit: float | None = None,
+    ) -> None:
+        gammas = torch.as_tensor(length_scale, dtype=inducing_points.dtype).expand(3).clone()
+        unit = float(gammas.mean()) if length_unit is None else float(length_unit)
+        z = inducing_points / unit
+        distribution = CholeskyVariationalDistribution(z.shape[0])
+        strategy = VariationalStrategy(self, z, distribution, learn_inducing_locations=learn_inducing_locations)
+        super().__init__(strategy)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=3))
+        self.register_buffer("length_unit", torch.tensor(unit, dtype=inducing_points.dtype))
+        self.mean_module.constant.data.fill_(mean)
+        self.covar_module.outputscale = scale
+        self.covar_module.base_kernel.lengthscale = gammas / unit
+        self.to(inducing_points.dtype)
+
+    # ----- GPyTorch interface -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    # ----- pieces used by the fit and the prediction --------------------------------------------------------
+    @property
+    def inducing_points(self) -> torch.Tensor:
+        """Inducing locations in internal units (pc / length_unit), shape (M, 3)."""
+        return self.variational_strategy.inducing_points
+
+    @property
+    def variational_mean(self) -> torch.Tensor:
+        return self.variational_strategy._variational_distribution.variational_mean
+
+    def variational_scale_tril(self) -> torch.Tensor:
+        """L_q, lower triangular with a positive diagonal (the stored factor's diagonal sign is irrelevant)."""
+        raw = self.variational_strategy._variational_distribution.chol_variational_covar
+        return raw.tril(-1) + torch.diag_embed(raw.diagonal().abs())
+
+    def cross_covariance(self, x: torch.Tensor) -> torch.Tensor:
+        """K_xz for positions ``x`` in internal units, shape (n, M), as a dense tensor.
+
+        Written out (rather than through GPyTorch's lazy kernels) because it is the hot loop of training:
+        one scaled squared-distance matrix and one exp.
+        """
+        gamma = self.covar_module.base_kernel.lengthscale.reshape(3)
+        alpha = self.covar_module.outputscale
+        xs, zs = x / gamma, self.inducing_points / gamma
+        sq = (xs * xs).sum(-1, keepdim=True) - 2.0 * xs @ zs.T + (zs * zs).sum(-1)
+        return alpha * torch.exp(-0.5 * sq.clamp(min=0.0))
+
+    def inducing_cholesky(self) -> torch.Tensor:
+        """Cholesky factor L_zz of K_zz + jitter·alpha·I."""
+        z = self.inducing_points
+        k_zz = self.cross_covariance(z)
+        jitter = JITTER.get(z.dtype, 1e-6) * float(self.covar_module.outputscale.detach())
+        k_zz = k_zz + jitter * torch.eye(z.shape[0], dtype=z.dtype, device=z.device)
+        # should that still fail, psd_safe_cholesky retries with 10x, 100x, ... more
+        return psd_safe_cholesky(k_zz, jitter=jitter, max_tries=4)
+
+    def projection(self, v: torch.Tensor, l_zz: torch.Tensor) -> torch.Tensor:
+        """``L_zz⁻ᵀ vᵀ``: whitened inducing values (S, M) mapped to weights (M, S) on K_xz."""
+        return torch.linalg.solve_triangular(l_zz.T, v.T, upper=True)
+
+    def phi(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """phi = c + K_xz weights at positions ``x`` (internal units), shape (S, n)."""
+        return self.mean_module.constant + (self.cross_covariance(x) @ weights).T
+
+    def conditional_variance(self, x: torch.Tensor, l_zz: torch.Tensor) -> torch.Tensor:
+        """``diag(K_xx - K_xz K_zz⁻¹ K_zx)`` at ``x`` (internal units), dex², shape (n,)."""
+        a = torch.linalg.solve_triangular(l_zz, self.cross_covariance(x).T, upper=False)
+        return (self.covar_module.outputscale - (a * a).sum(0)).clamp(min=0.0)
+
+    def sample_whitened(self, n_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Joint draws ``v = m + L_q ε`` from q(v), shape (n_samples, M)."""
+        m = self.variational_mean
+        eps = torch.randn(n_samples, m.shape[0], dtype=m.dtype, device=m.device, generator=generator)
+        return m + eps @ self.variational_scale_tril().T
+
+    def kl_divergence(self) -> torch.Tensor:
+        """KL(q(v) || N(0, I)) in closed form, nats.
+
+        .. math:: \\tfrac12\\left[\\operatorname{tr} S + m^\\top m - M - \\ln\\det S\\right]
+        """
+        m = self.variational_mean
+        l_q = self.variational_scale_tril()
+        return 0.5 * ((l_q * l_q).sum() + (m * m).sum() - m.shape[0] - 2.0 * l_q.diagonal().log().sum())
+
+    # ----- reporting ------------------------------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, float | list[float]]:
+        """The five hyperparameters in physical units.
+
+        Returns
+        -------
+        dict
+            ``length_scale_pc`` (gamma_x, gamma_y, gamma_z in pc), ``scale_dex2`` (alpha, dex²),
+            ``scale_dex`` (sqrt(alpha), dex: the prior standard deviation of phi), ``mean_log10_density``
+            (c, log10 of mag/pc) and ``mean_density`` (10**c, mag/pc).
+        """
+        with torch.no_grad():
+            gamma = (self.covar_module.base_kernel.lengthscale.reshape(3) * self.length_unit).tolist()
+            alpha = float(self.covar_module.outputscale.detach())
+            c = float(self.mean_module.constant)
+        return {
+            "length_scale_pc": gamma,
+            "scale_dex2": alpha,
+            "scale_dex": math.sqrt(alpha),
+            "mean_log10_density": c,
+            "mean_density": 10.0**c,
+        }
+
+    def inducing_points_pc(self) -> torch.Tensor:
+        """Inducing locations in pc, shape (M, 3)."""
+        return (self.inducing_points * self.length_unit).detach()

@@ -1,0 +1,169 @@
+"""Prediction: posterior samples of the density on any grid, and their summaries (METHOD.md §6).
+
+One set of joint draws of the whitened inducing values is made first; every chunk of the prediction grid is then
+projected from those same draws, so samples stay joint across chunks while memory stays bounded by the chunk size.
+Chunks hold whole sightlines, so each sample is integrated along its sightline within its chunk; percentiles of
+extinction are taken over integrated samples, never by integrating percentiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .dustmap import DEFAULT_PERCENTILES, DustMap
+from .grid import Grid
+from .sightlines import cumulative_extinction
+
+if TYPE_CHECKING:
+    from .fitting import Fit
+
+__all__ = ["percentiles_along", "predict"]
+
+logger = logging.getLogger(__name__)
+
+#: Cells per chunk: bounds memory to about chunk × (M + 2 samples) numbers.
+DEFAULT_CHUNK_CELLS = 50_000
+
+
+def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
+    """Percentiles (0-100) over axis 0 with linear interpolation (numpy's default), shape ``(len(q), ...)``.
+
+    Sorting once serves every level; ``torch.quantile`` refuses inputs of more than 2²⁴ elements.
+    """
+    ordered = x.sort(dim=0).values
+    position = torch.as_tensor(q, dtype=x.dtype, device=x.device) / 100.0 * (x.shape[0] - 1)
+    lower = position.floor().long().clamp(max=x.shape[0] - 1)
+    upper = (lower + 1).clamp(max=x.shape[0] - 1)
+    weight = (position - lower).reshape(-1, *([1] * (x.dim() - 1)))
+    return ordered[lower] * (1 - weight) + ordered[upper] * weight
+
+
+def _default_grid(fit: Fit, grid: Grid | None) -> Grid:
+    if grid is None:
+        grid = fit.grid.refined(2.5)
+    if grid.ghost_cells == 0 and fit.grid.ghost_cells > 0 and grid.d_min > 0:
+        # without a foreground the extinction of the map would miss the dust in front of d_min
+        grid = grid.with_ghost_cells(fit.grid.ghost_cells)
+        logger.info("prediction grid: added %d foreground ghost cells in front of %g pc", grid.ghost_cells, grid.d_min)
+    return grid
+
+
+@torch.no_grad()
+def predict(
+    fit: Fit,
+    grid: Grid | None = None,
+    *,
+    samples: int = 200,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    keep_samples: int = 0,
+    cell_variance: bool = False,
+    seed: int = 0,
+    chunk_cells: int = DEFAULT_CHUNK_CELLS,
+    device: str | None = None,
+    progress: bool = True,
+) -> DustMap:
+    """Posterior map of a trained fit on a grid.
+
+    Parameters
+    ----------
+    fit : Fit
+    grid : Grid, optional
+        Prediction grid; default the training grid refined 2.5× on each axis. A grid without ghost cells gets the
+        training grid's number of them, so that extinction includes the foreground.
+    samples : int
+        Joint posterior samples drawn.
+    percentiles : sequence of float
+        Percentile levels (0-100) stored for density and extinction.
+    keep_samples : int
+        Number of density samples kept in the map (for ``query(mode="samples")``); 0 keeps none.
+    cell_variance : bool
+        Add each cell's conditional variance given the inducing values as independent noise on phi
+        (costs a triangular solve over all cells, O(n M²)).
+    seed : int
+        Seeds the posterior draws.
+    chunk_cells : int
+        Cells per chunk (whole sightlines), bounding memory.
+    device : str, optional
+        Torch device (default: the fit's).
+    progress : bool
+        Progress bar over chunks.
+
+    Returns
+    -------
+    DustMap
+    """
+    from . import __version__
+
+    if samples < 2:
+        raise ValueError(f"samples: expected at least 2 posterior samples, got {samples}")
+    if not 0 <= keep_samples <= samples:
+        raise ValueError(f"keep_samples: expected 0..{samples}, got {keep_samples}")
+    grid = _default_grid(fit, grid)
+    gp = fit.model
+    if device is not None:
+        gp = gp.to(device)
+    gp.eval()
+    dtype, dev = gp.variational_mean.dtype, gp.variational_mean.device
+    generator = torch.Generator(device=dev).manual_seed(seed)
+
+    l_zz = gp.inducing_cholesky()
+    weights = gp.projection(gp.sample_whitened(samples, generator=generator), l_zz)  # (M, S)
+    lengths = torch.as_tensor(grid.path_lengths, dtype=dtype, device=dev)
+    centres = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype).reshape(grid.n_d, grid.n_columns, 3)
+    q = list(percentiles)
+
+    n_q, shape = len(q), (grid.n_d, grid.n_columns)
+    out = {name: np.empty(shape, dtype=np.float64) for name in ("rho_mean", "rho_std", "a_mean", "a_std")}
+    out["rho_pct"] = np.empty((n_q, *shape))
+    out["a_pct"] = np.empty((n_q, *shape))
+    kept = np.empty((keep_samples, *shape), dtype=np.float32) if keep_samples else None
+
+    per_chunk = max(1, chunk_cells // grid.n_d)
+    starts = range(0, grid.n_columns, per_chunk)
+    for start in tqdm(starts, disable=not progress, desc="predict", unit="chunk"):
+        cols = slice(start, min(start + per_chunk, grid.n_columns))
+        x = centres[:, cols].reshape(-1, 3).to(dev) / gp.length_unit
+        phi = gp.phi(x, weights)  # (S, n_d * n_cols)
+        if cell_variance:
+            noise = torch.randn(phi.shape, dtype=dtype, device=dev, generator=generator)
+            phi = phi + noise * gp.conditional_variance(x, l_zz).sqrt()
+        rho = torch.pow(10.0, phi).reshape(samples, grid.n_d, -1)
+        ext = cumulative_extinction(rho, lengths)
+        for prefix, value in (("rho", rho), ("a", ext)):
+            out[f"{prefix}_mean"][:, cols] = value.mean(0).double().cpu().numpy()
+            out[f"{prefix}_std"][:, cols] = value.std(0).double().cpu().numpy()
+            out[f"{prefix}_pct"][:, :, cols] = percentiles_along(value, q).double().cpu().numpy()
+        if kept is not None:
+            kept[:, :, cols] = rho[:keep_samples].float().cpu().numpy()
+
+    cube = (grid.n_d, grid.n_b, grid.n_l)
+    meta: dict[str, Any] = {
+        "dustgp_version": __version__,
+        "config": fit.config.to_dict(),
+        "seed": seed,
+        "fit_seed": fit.config.seed,
+        "hyperparameters": fit.hyperparameters(),
+        "training_grid": fit.grid.to_dict(),
+        "samples": samples,
+        "cell_variance": cell_variance,
+        "iterations": fit.iterations,
+        "stopped_by": fit.stopped_by,
+    }
+    return DustMap(
+        grid=grid,
+        percentiles=np.asarray(q, dtype=float),
+        density_mean=out["rho_mean"].reshape(cube),
+        density_std=out["rho_std"].reshape(cube),
+        density_percentiles=out["rho_pct"].reshape(n_q, *cube),
+        extinction_mean=out["a_mean"].reshape(cube),
+        extinction_std=out["a_std"].reshape(cube),
+        extinction_percentiles=out["a_pct"].reshape(n_q, *cube),
+        density_samples=None if kept is None else kept.reshape(keep_samples, *cube),
+        meta=meta,
+    )

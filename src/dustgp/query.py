@@ -1,0 +1,482 @@
+"""Point queries of a :class:`~dustgp.dustmap.DustMap` with the conventions of the ``dustmaps`` package.
+
+:class:`DustMapQuery` answers "how much extinction lies in front of this (l, b, d)?" for any number of
+positions at once, the way ``dustmaps`` (Green 2018, JOSS 3, 695) answers it for Bayestar or for
+Edenhofer et al. (2023): ``query(coords, mode=...)`` with ``__call__`` as an alias, ``query_gal(l, b, d)``
+for bare numbers (deg, deg, **kpc**), output shaped like the input coordinates with samples or percentiles on
+the last axis, NaN outside the map. :class:`DustgpQuery` (created on first use, so that dustgp does not need
+``dustmaps``) is the same thing as a subclass of ``dustmaps.map_base.DustMap``.
+
+Extinction is continuous in distance. Each cell of the map is uniform (METHOD.md §2), so along a sightline the
+extinction grows linearly inside a cell (the partial-cell term of the paper's Eq. 8):
+
+.. math:: A(d) = A(d_{j-1/2}) + \\rho_j \\, (d - d_{j-1/2}), \\qquad d_{j-1/2} \\le d \\le d_{j+1/2},
+
+which is linear interpolation between the extinction stored at the cell edges (extinction is zero at the first
+edge: the Sun when the map has ghost cells, ``d_min`` otherwise). For joint posterior samples this is exact,
+sample by sample. It is also exact for the posterior mean (the mean is linear). The stored standard deviations
+and percentiles are interpolated the same way between the edges where they were computed: an approximation
+inside a cell (the percentile of a sum is not the sum of percentiles), exact at the edges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
+
+if TYPE_CHECKING:
+    from .dustmap import DustMap
+
+# DustgpQuery is made on first access by the module __getattr__ below (it subclasses an optional dependency)
+__all__ = ["MODES", "DustMapQuery", "DustgpQuery", "QueryError", "extinction_plane"]  # noqa: F822
+
+log = logging.getLogger(__name__)
+
+#: Query modes, as in ``dustmaps.bayestar.BayestarQuery.query``.
+MODES = ("mean", "median", "std", "samples", "random_sample", "random_sample_per_pix", "percentile")
+
+#: Flags returned with ``return_flags=True``.
+FLAGS_DTYPE = np.dtype([("in_bounds", bool), ("reliable_dist", bool)])
+
+
+class QueryError(ValueError):
+    """A query the map cannot answer (a mode, a percentile or coordinates it does not have)."""
+
+
+def _percentile_levels(mode: str, pct: float | Sequence[float] | None) -> tuple[np.ndarray, bool]:
+    """Levels (0-100) for a percentile-type mode and whether the caller asked for a scalar."""
+    if mode == "median":
+        return np.array([50.0]), True
+    if pct is None:
+        raise QueryError('mode="percentile" needs pct= (a number or a list of numbers in 0..100)')
+    levels = np.asarray(pct, dtype=float)
+    if levels.ndim > 1:
+        raise QueryError(f"pct: expected a number or a 1D list, got shape {levels.shape}")
+    if np.any((levels < 0) | (levels > 100)) or not np.all(np.isfinite(levels)):
+        raise QueryError(f"pct: expected values in 0..100, got {levels.tolist()}")
+    return np.atleast_1d(levels), levels.ndim == 0
+
+
+class DustMapQuery:
+    """Vectorised dustmaps-style queries of a :class:`~dustgp.dustmap.DustMap`.
+
+    Parameters
+    ----------
+    dmap : DustMap
+        The map to query.
+    integrated : bool
+        ``True`` (default): return extinction from the Sun to the queried distance, mag. ``False``: return the
+        extinction density of the cell holding the position, mag/pc (as ``dustmaps.edenhofer2023`` does).
+    seed : int, numpy.random.Generator or None
+        Seeds the random choice of samples in ``mode="random_sample"`` and ``"random_sample_per_pix"``.
+
+    Notes
+    -----
+    Values are plain floats in mag (or mag/pc), as ``dustmaps`` returns them. Positions outside the map in
+    (l, b), beyond ``d_max``, with negative or non-finite distance give NaN. When the map has no ghost cells,
+    distances in front of ``d_min`` give zero extinction (the map assumes no dust there) and NaN density.
+
+    The lookup tables (extinction at cell edges) are built on first use of each mode and kept: build one
+    ``DustMapQuery`` and call it many times rather than one per call. The tables assume the map's arrays are
+    not changed in place afterwards.
+
+    Examples
+    --------
+    >>> from astropy.coordinates import SkyCoord
+    >>> import astropy.units as u
+    >>> q = DustMapQuery(dmap)                                              # doctest: +SKIP
+    >>> q(SkyCoord(l=60 * u.deg, b=2 * u.deg, distance=300 * u.pc, frame="galactic"))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, dmap: DustMap, *, integrated: bool = True, seed: int | np.random.Generator | None = None
+    ) -> None:
+        self.dmap = dmap
+        self.integrated = bool(integrated)
+        self._rng = np.random.default_rng(seed)
+        self._tables: dict[Any, np.ndarray] = {}
+        grid = dmap.grid
+        self._n_cols = grid.n_columns
+        self._d_edges = np.asarray(grid.d_edges, dtype=float)
+        self._dd = np.diff(self._d_edges)
+
+    # ----- dustmaps properties ------------------------------------------------------------------------------
+    @property
+    def distances(self) -> u.Quantity:
+        """Distance-cell centres, ghost cells included, shape ``(n_d,)``, pc (as in ``edenhofer2023``)."""
+        return self.dmap.grid.d_centers * u.pc
+
+    @property
+    def distance_bounds(self) -> u.Quantity:
+        """Distance-cell edges from 0 (ghost cells included) to ``d_max``, shape ``(n_d + 1,)``, pc."""
+        return self._d_edges * u.pc
+
+    @property
+    def n_samples(self) -> int:
+        """Number of stored joint posterior samples (0 when the map keeps none)."""
+        return self.dmap.n_samples
+
+    # ----- lookup tables: (n_rows, k) with row = edge_or_cell * n_columns + column --------------------------
+    def _table(self, key: Any) -> np.ndarray:
+        """A lookup table, built on first use.
+
+        Integrated tables hold values at the ``n_d + 1`` cell edges (a row of zeros for the first edge);
+        density tables hold the ``n_d`` cell values. Rows are ``edge * n_columns + column``; columns of the
+        table are samples or percentile levels (one column for mean and std).
+        """
+        if key in self._tables:
+            return self._tables[key]
+        dm, n_cols = self.dmap, self._n_cols
+        _, what = key
+        if self.integrated:
+            if what == "samples":
+                cube = np.moveaxis(dm.extinction_samples(), 0, -1)  # (n_d, n_b, n_l, n_s)
+            elif what == "mean":
+                cube = dm.extinction_mean[..., None]
+            elif what == "std":
+                cube = dm.extinction_std[..., None]
+            else:
+                cube = dm.extinction_percentiles[what][..., None]
+            zero = np.zeros((1, *cube.shape[1:]), dtype=cube.dtype)
+            table = np.concatenate([zero, cube]).reshape((dm.grid.n_d + 1) * n_cols, -1)
+        else:
+            if what == "samples":
+                if dm.density_samples is None:
+                    raise QueryError("this map keeps no posterior samples; predict with keep_samples > 0")
+                cube = np.moveaxis(dm.density_samples, 0, -1)
+            elif what == "mean":
+                cube = dm.density_mean[..., None]
+            elif what == "std":
+                cube = dm.density_std[..., None]
+            else:
+                cube = dm.density_percentiles[what][..., None]
+            table = np.ascontiguousarray(cube).reshape(dm.grid.n_d * n_cols, -1)
+        self._tables[key] = table
+        return table
+
+    def _stored_level(self, level: float) -> int | None:
+        hit = np.flatnonzero(np.isclose(self.dmap.percentiles, level, rtol=0.0, atol=1e-9))
+        return int(hit[0]) if hit.size else None
+
+    # ----- the core: flat arrays in deg, deg, pc ------------------------------------------------------------
+    def _locate(self, l: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row of the near edge (or cell), interpolation weight in the cell, and validity of each position."""
+        grid = self.dmap.grid
+        l_u = grid.unwrap_l(l)
+        i_l = np.searchsorted(grid.l_edges, l_u, side="right") - 1
+        i_b = np.searchsorted(grid.b_edges, b, side="right") - 1
+        i_d = np.searchsorted(self._d_edges, d, side="right") - 1
+        # the far edges belong to the last cells
+        i_l[l_u == grid.l_edges[-1]] = grid.n_l - 1
+        i_b[b == grid.b_edges[-1]] = grid.n_b - 1
+        i_d[d == self._d_edges[-1]] = grid.n_d - 1
+        valid = (i_l >= 0) & (i_l < grid.n_l) & (i_b >= 0) & (i_b < grid.n_b) & (i_d < grid.n_d) & (d >= 0)
+        # in front of the first edge (maps without ghost cells): extinction 0, no density cell
+        front = i_d < 0
+        if self.integrated:
+            i_d = np.maximum(i_d, 0)
+        else:
+            valid &= ~front
+        i_d = np.where(valid, i_d, 0)
+        col = np.where(valid, i_b * grid.n_l + i_l, 0)
+        row = i_d * self._n_cols + col
+        with np.errstate(invalid="ignore"):
+            weight = (d - self._d_edges[i_d]) / self._dd[i_d]
+        # positions off the map get a harmless weight (their values are replaced by NaN afterwards)
+        weight = np.where(valid & ~front, weight, 0.0)
+        return row, weight, valid
+
+    def _gather(self, table: np.ndarray, row: np.ndarray, weight: np.ndarray, column: Any = slice(None)) -> Any:
+        """Value at each position: linear between the edge rows (integrated) or the cell row (density)."""
+        if not self.integrated:
+            return table[row, column]
+        near = table[row, column]
+        far = table[row + self._n_cols, column]
+        w = weight if np.ndim(near) == 1 else weight[:, None]
+        # (1 - w) a + w b rather than a + w (b - a): exact at both edges (w = 0 and w = 1)
+        return (1.0 - w) * near + w * far
+
+    def query_lbd(
+        self,
+        l: Any,
+        b: Any,
+        d: Any,
+        *,
+        mode: str = "mean",
+        pct: float | Sequence[float] | None = None,
+        return_flags: bool = False,
+    ) -> Any:
+        """Query at Galactic (l, b, d) given as bare numbers: deg, deg, **pc**.
+
+        Parameters
+        ----------
+        l, b : array_like
+            Galactic longitude and latitude, deg (any shapes that broadcast together with ``d``).
+        d : array_like
+            Distance from the Sun, pc.
+        mode, pct, return_flags
+            As in :meth:`query`.
+
+        Returns
+        -------
+        numpy.ndarray or float
+            Shape ``broadcast(l, b, d).shape`` (plus a last axis of samples or percentiles); a scalar for
+            scalar input and a scalar-valued mode.
+        """
+        if mode not in MODES:
+            raise QueryError(f"mode: expected one of {MODES}, got {mode!r}")
+        l_a, b_a, d_a = np.broadcast_arrays(
+            np.asarray(l, dtype=float), np.asarray(b, dtype=float), np.asarray(d, dtype=float)
+        )
+        shape = l_a.shape
+        row, weight, valid = self._locate(l_a.ravel(), b_a.ravel(), d_a.ravel())
+        n = row.size
+
+        if mode in ("mean", "std"):
+            out = self._gather(self._table(("summary", mode)), row, weight, 0)
+        elif mode in ("samples", "random_sample", "random_sample_per_pix"):
+            if self.n_samples == 0:
+                raise QueryError(f'mode="{mode}" needs posterior samples; this map keeps none')
+            table = self._table(("summary", "samples"))
+            if mode == "samples":
+                out = self._gather(table, row, weight)
+            else:
+                if mode == "random_sample":
+                    # a different sample at each position, as dustmaps' Bayestar does
+                    pick = self._rng.integers(0, self.n_samples, n)
+                else:
+                    # one sample per (b, l) pixel, shared by all positions that fall in it
+                    pick = self._rng.integers(0, self.n_samples, self._n_cols)[row % self._n_cols]
+                out = self._gather_picked(table, row, weight, pick)
+        else:  # median, percentile
+            levels, scalar = _percentile_levels(mode, pct)
+            columns = []
+            for level in levels:
+                k = self._stored_level(level)
+                if k is not None:
+                    columns.append(self._gather(self._table(("summary", k)), row, weight, 0))
+                elif self.n_samples:
+                    values = self._gather(self._table(("summary", "samples")), row, weight)
+                    columns.append(np.percentile(values, level, axis=-1))
+                else:
+                    raise QueryError(
+                        f"percentile {level:g} is not stored (stored: {self.dmap.percentiles.tolist()}) and "
+                        "the map keeps no samples to compute it from"
+                    )
+            out = columns[0] if scalar else np.stack(columns, axis=-1)
+
+        out = np.asarray(out, dtype=np.result_type(out, np.float64))
+        out[~valid] = np.nan
+        out = out.reshape(shape + out.shape[1:])
+        if out.ndim == 0:
+            out = out[()]
+        if not return_flags:
+            return out
+        flags = np.zeros(n, dtype=FLAGS_DTYPE)
+        flags["in_bounds"] = valid
+        flags["reliable_dist"] = valid & (d_a.ravel() >= self.dmap.grid.d_min)
+        flags = flags.reshape(shape)
+        return out, (flags[()] if flags.ndim == 0 else flags)
+
+    def _gather_picked(self, table: np.ndarray, row: np.ndarray, weight: np.ndarray, pick: np.ndarray) -> Any:
+        if not self.integrated:
+            return table[row, pick]
+        return (1.0 - weight) * table[row, pick] + weight * table[row + self._n_cols, pick]
+
+    # ----- the dustmaps-style surface -----------------------------------------------------------------------
+    def query(
+        self,
+        coords: SkyCoord,
+        mode: str = "mean",
+        pct: float | Sequence[float] | None = None,
+        return_flags: bool = False,
+    ) -> Any:
+        """Extinction (or density) at sky positions with distances.
+
+        Parameters
+        ----------
+        coords : astropy.coordinates.SkyCoord
+            Positions with distances, any frame and shape (transformed to Galactic).
+        mode : {"mean", "median", "std", "samples", "random_sample", "random_sample_per_pix", "percentile"}
+            ``mean``/``std``: stored posterior mean / standard deviation. ``median`` and ``percentile``:
+            stored percentiles (computed from the stored samples when the level is not stored). ``samples``:
+            every stored joint sample (last axis). ``random_sample``: one random sample per position;
+            ``random_sample_per_pix``: the same random sample for all positions in one (l, b) pixel.
+        pct : float or sequence of float, optional
+            Percentile level(s), 0-100, for ``mode="percentile"``; a list gives a last axis of the same
+            length.
+        return_flags : bool
+            Also return a structured array with fields ``in_bounds`` (inside the map) and ``reliable_dist``
+            (inside the map and beyond ``d_min``, where stars constrain it; ghost cells are not).
+
+        Returns
+        -------
+        numpy.ndarray or float
+            Extinction A from the Sun to each position, mag (or density, mag/pc, when ``integrated=False``),
+            shape ``coords.shape`` (+ ``(n_samples,)`` or ``(len(pct),)``); a scalar for a scalar coordinate.
+
+        Raises
+        ------
+        QueryError
+            For coordinates without distances, an unknown mode, or a percentile that cannot be computed.
+        """
+        if not isinstance(coords, SkyCoord):
+            raise TypeError(f"coords: expected an astropy.coordinates.SkyCoord, got {type(coords).__name__}")
+        l, b, d = _galactic_lbd_pc(coords)
+        return self.query_lbd(l, b, d, mode=mode, pct=pct, return_flags=return_flags)
+
+    def __call__(self, coords: SkyCoord, **kwargs: Any) -> Any:
+        """Alias for :meth:`query`."""
+        return self.query(coords, **kwargs)
+
+    def query_gal(self, l: Any, b: Any, d: Any = None, **kwargs: Any) -> Any:
+        """Query at Galactic coordinates given as numbers or Quantities, following ``dustmaps`` exactly.
+
+        Parameters
+        ----------
+        l, b : float, array_like or astropy.units.Quantity
+            Galactic longitude and latitude; bare numbers are deg.
+        d : float, array_like or astropy.units.Quantity
+            Distance from the Sun; bare numbers are **kpc**, as in ``dustmaps.map_base.DustMap.query_gal``
+            (a Quantity in any length unit is converted).
+        **kwargs
+            ``mode``, ``pct``, ``return_flags`` as in :meth:`query`.
+        """
+        if d is None:
+            raise QueryError("query_gal: this is a 3D map; give a distance d (kpc, or a Quantity)")
+        l_deg = u.Quantity(l, u.deg).to_value(u.deg)
+        b_deg = u.Quantity(b, u.deg).to_value(u.deg)
+        d_pc = u.Quantity(d, u.kpc).to_value(u.pc)
+        return self.query_lbd(l_deg, b_deg, d_pc, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "extinction" if self.integrated else "density"
+        return f"DustMapQuery({kind}, {self.dmap!r})"
+
+
+def _galactic_lbd_pc(coords: SkyCoord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Galactic (l, b) in deg and distance in pc of a SkyCoord; error when it has no distance."""
+    if isinstance(coords.data, UnitSphericalRepresentation) or coords.distance.unit == u.one:
+        raise QueryError(
+            "coords: expected positions with distances (SkyCoord(..., distance=...)); this is a 3D map and "
+            "needs a distance for each position"
+        )
+    gal = coords if coords.frame.name == "galactic" else coords.transform_to("galactic")
+    sph = gal.spherical
+    return sph.lon.to_value(u.deg), sph.lat.to_value(u.deg), sph.distance.to_value(u.pc)
+
+
+def extinction_plane(
+    dmap: DustMap, distance: float | u.Quantity | None = None, *, mode: str = "mean", pct: Any = None
+) -> np.ndarray:
+    """Extinction from the Sun to one distance at every (b, l) pixel centre of the map.
+
+    Parameters
+    ----------
+    dmap : DustMap
+    distance : float or astropy.units.Quantity, optional
+        Distance, pc when a bare number; default ``d_max`` (the total extinction through the map).
+    mode, pct
+        As in :meth:`DustMapQuery.query`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_b, n_l) (+ (n_samples,) or (len(pct),))
+        Extinction, mag, continuous in distance (linear within a cell, see the module notes).
+    """
+    grid = dmap.grid
+    d = grid.d_max if distance is None else u.Quantity(distance, u.pc).to_value(u.pc)
+    if not 0 <= d <= grid.d_max:
+        raise QueryError(f"distance: expected 0..{grid.d_max:g} pc (the map's extent), got {d:g} pc")
+    b, l = np.meshgrid(grid.b_centers, grid.l_centers, indexing="ij")
+    return DustMapQuery(dmap).query_lbd(l, b, d, mode=mode, pct=pct)
+
+
+_DUSTGP_QUERY_CLASS: type | None = None
+
+
+def _dustgp_query_class() -> type:
+    """Build (once) the ``dustmaps.map_base.DustMap`` subclass; imports dustmaps only now."""
+    global _DUSTGP_QUERY_CLASS
+    if _DUSTGP_QUERY_CLASS is not None:
+        return _DUSTGP_QUERY_CLASS
+    try:
+        from dustmaps.map_base import DustMap as _DustmapsBase
+        from dustmaps.map_base import ensure_flat_galactic
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("DustgpQuery needs the dustmaps package: pip install 'dustgp[dustmaps]'") from err
+
+    class DustgpQuery(_DustmapsBase):
+        """A dustgp map as a ``dustmaps`` map: ``DustgpQuery(dmap_or_path)(coords, mode=...)``.
+
+        Parameters
+        ----------
+        map_or_path : DustMap, str or os.PathLike
+            A map, or a file that :func:`dustgp.io.read_map` reads (NetCDF or FITS cube).
+        integrated, seed
+            As in :class:`dustgp.query.DustMapQuery`.
+
+        Notes
+        -----
+        Behaves like the other ``dustmaps`` 3D maps: ``query`` is wrapped by ``ensure_flat_galactic``,
+        ``query_gal(l, b, d)`` takes deg, deg and **kpc**, ``distances`` and ``distance_bounds`` are
+        Quantities. Map: Dharmawardena et al. 2022, A&A 658, A166.
+        """
+
+        def __init__(
+            self,
+            map_or_path: DustMap | str | PathLike[str],
+            *,
+            integrated: bool = True,
+            seed: int | np.random.Generator | None = None,
+        ) -> None:
+            super().__init__()
+            if isinstance(map_or_path, str | PathLike):
+                from .io import read_map
+
+                map_or_path = read_map(map_or_path)
+            self._query = DustMapQuery(map_or_path, integrated=integrated, seed=seed)
+
+        @ensure_flat_galactic
+        def query(
+            self,
+            coords: SkyCoord,
+            mode: str = "mean",
+            pct: float | Sequence[float] | None = None,
+            return_flags: bool = False,
+        ) -> Any:
+            """Extinction at ``coords`` (mag); see :meth:`dustgp.query.DustMapQuery.query`."""
+            return self._query.query(coords, mode=mode, pct=pct, return_flags=return_flags)
+
+        @property
+        def distances(self) -> u.Quantity:
+            """Distance-cell centres, pc."""
+            return self._query.distances
+
+        @property
+        def distance_bounds(self) -> u.Quantity:
+            """Distance-cell edges, pc."""
+            return self._query.distance_bounds
+
+        @property
+        def dustmap(self) -> DustMap:
+            """The underlying :class:`dustgp.dustmap.DustMap`."""
+            return self._query.dmap
+
+    DustgpQuery.__module__ = __name__
+    _DUSTGP_QUERY_CLASS = DustgpQuery
+    return DustgpQuery
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ``from dustgp.query import DustgpQuery`` builds the dustmaps subclass on demand, so importing
+    # dustgp never imports dustmaps (which pulls in healpy and requests).
+    if name == "DustgpQuery":
+        return _dustgp_query_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,245 @@
+"""The sightline operator W (star × cell) and the sufficient statistics of the Gaussian likelihood.
+
+Model extinction to star i (METHOD.md §4, paper Eqs. 6-8):
+
+.. math::
+
+    A_{\\mathrm{mod},i} = \\sum_{j < j^*} \\rho_j \\Delta d_j + \\rho_{j^*} (d_i - d_{j^*-1/2})
+
+over the cells j of the star's (l, b) column from the Sun outward (ghost cells first); j* holds the star. In
+terms of the fraction ``f_i = (d_i - d_{j*-1/2}) / Δd_{j*}`` of the last cell actually crossed, the row of W is
+``Δd_j`` for j < j*, ``f_i Δd_{j*}`` at j* and 0 beyond.
+
+With Gaussian noise of fixed sigma, the log-likelihood of all stars depends on rho only through
+``H = Wᵀ Σ⁻¹ W`` and ``g = Wᵀ Σ⁻¹ A``. Every row of W lies in one column, so H is block diagonal with one
+``n_d × n_d`` block per column; :class:`GaussianStatistics` holds those blocks and makes the per-iteration cost of
+the likelihood independent of the number of stars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .grid import Grid
+
+__all__ = ["GaussianStatistics", "Sightlines", "cumulative_extinction"]
+
+
+def cumulative_extinction(density: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
+    """Extinction (mag) to the far edge of every cell.
+
+    Parameters
+    ----------
+    density : torch.Tensor, shape (..., n_d, n_columns)
+        Extinction density of each cell, mag/pc, cells ordered from the Sun outward along axis -2.
+    path_lengths : torch.Tensor, shape (n_d,)
+        Cell lengths along the sightline, pc.
+
+    Returns
+    -------
+    torch.Tensor, shape (..., n_d, n_columns)
+        Integrated extinction from the Sun to each cell's far edge, mag.
+    """
+    return torch.cumsum(density * path_lengths[:, None], dim=-2)
+
+
+@dataclass(frozen=True)
+class Sightlines:
+    """Where each star's sightline ends on a grid: its column, its cell and the fraction of that cell crossed.
+
+    Build with :meth:`from_positions`; stars off the grid (or in the ghost cells) are excluded and counted.
+
+    Attributes
+    ----------
+    grid : Grid
+    column : numpy.ndarray of int, shape (n_stars,)
+        Column (b, l sightline) index of each star.
+    cell : numpy.ndarray of int, shape (n_stars,)
+        Distance-cell index j* holding each star (counting ghost cells).
+    fraction : numpy.ndarray of float, shape (n_stars,)
+        Fraction of cell j* between its near edge and the star, in [0, 1].
+    star_index : numpy.ndarray of int, shape (n_stars,)
+        Index of each kept star in the positions given to :meth:`from_positions`.
+    n_off_grid, n_in_ghost_cells : int
+        Stars excluded because they lie outside the grid or in front of ``d_min``.
+    """
+
+    grid: Grid
+    column: np.ndarray
+    cell: np.ndarray
+    fraction: np.ndarray
+    star_index: np.ndarray
+    n_off_grid: int = 0
+    n_in_ghost_cells: int = 0
+
+    @classmethod
+    def from_positions(cls, grid: Grid, l: np.ndarray, b: np.ndarray, d: np.ndarray) -> Sightlines:
+        """Locate stars at ``(l, b, d)`` (deg, deg, pc) on ``grid``, vectorised over stars."""
+        i_d, i_b, i_l = grid.locate(l, b, d)
+        on_grid = i_d >= 0
+        in_ghost = on_grid & (i_d < grid.ghost_cells)
+        keep = np.flatnonzero(on_grid & ~in_ghost)
+        near = grid.d_edges[i_d[keep]]
+        fraction = (np.asarray(d, dtype=float)[keep] - near) / grid.path_lengths[i_d[keep]]
+        return cls(
+            grid=grid,
+            column=(i_b[keep] * grid.n_l + i_l[keep]).astype(np.int64),
+            cell=i_d[keep].astype(np.int64),
+            fraction=np.clip(fraction, 0.0, 1.0),
+            star_index=keep,
+            n_off_grid=int(np.count_nonzero(~on_grid)),
+            n_in_ghost_cells=int(np.count_nonzero(in_ghost)),
+        )
+
+    def __len__(self) -> int:
+        return self.column.size
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero entries of W as ``(star, flat_cell, weight_pc)`` arrays (COO), built without a loop."""
+        n_d = self.grid.n_d
+        lengths = self.grid.path_lengths
+        counts = self.cell + 1
+        star = np.repeat(np.arange(len(self)), counts)
+        # position of each entry within its star's run: 0 .. cell
+        j = np.arange(star.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        weight = lengths[j].copy()
+        last = j == self.cell[star]
+        weight[last] *= self.fraction[star[last]]
+        assert np.all(j < n_d)
+        return star, j * self.grid.n_columns + self.column[star], weight
+
+    def matrix(self, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+        """W as a coalesced sparse COO tensor of shape ``(n_stars, n_cells)``, entries in pc."""
+        star, cell, weight = self.weights()
+        coo = torch.sparse_coo_tensor(
+            np.stack([star, cell]),
+            weight,
+            size=(len(self), self.grid.n_cells),
+            dtype=dtype,
+            device=device,
+            check_invariants=False,  # indices are built in range above; checking costs a pass over them
+        )
+        return coo.coalesce()
+
+    def extinction(self, density: torch.Tensor) -> torch.Tensor:
+        """Model extinction (mag) to every star, for one or many density fields.
+
+        Parameters
+        ----------
+        density : torch.Tensor, shape (..., n_cells) or (..., n_d, n_b, n_l)
+            Extinction density, mag/pc.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., n_stars)
+        """
+        grid = self.grid
+        rho = density.reshape(
+            *density.shape[: density.dim() - (1 if density.shape[-1] == grid.n_cells else 3)],
+            grid.n_d,
+            grid.n_columns,
+        )
+        lengths = torch.as_tensor(grid.path_lengths, dtype=rho.dtype, device=rho.device)
+        cum = cumulative_extinction(rho, lengths)
+        cell = torch.as_tensor(self.cell, device=rho.device)
+        column = torch.as_tensor(self.column, device=rho.device)
+        before = torch.where(cell > 0, cum[..., (cell - 1).clamp(min=0), column], torch.zeros((), dtype=rho.dtype))
+        partial = rho[..., cell, column] * (
+            torch.as_tensor(self.fraction, dtype=rho.dtype, device=rho.device) * lengths[cell]
+        )
+        return before + partial
+
+
+@dataclass(frozen=True)
+class GaussianStatistics:
+    """Sufficient statistics of the Gaussian log-likelihood of all stars.
+
+    .. math::
+
+        \\ln p(A \\mid \\rho) = -\\tfrac12 \\left[\\rho^\\top H \\rho - 2 g^\\top \\rho
+        + \\sum_i A_i^2/\\sigma_i^2 + \\sum_i \\ln(2\\pi\\sigma_i^2)\\right]
+
+    with ``H = Wᵀ Σ⁻¹ W`` (block diagonal, one block per column) and ``g = Wᵀ Σ⁻¹ A``.
+
+    Attributes
+    ----------
+    blocks : torch.Tensor, shape (n_columns, n_d, n_d)
+        The diagonal blocks of H, pc² mag⁻².
+    g : torch.Tensor, shape (n_d, n_columns)
+        ``Wᵀ Σ⁻¹ A`` in cell layout, pc mag⁻¹.
+    constant : float
+        ``Σ A²/σ² + Σ ln(2πσ²)``.
+    n_stars : int
+    """
+
+    blocks: torch.Tensor
+    g: torch.Tensor
+    constant: float
+    n_stars: int
+
+    @classmethod
+    def from_stars(
+        cls,
+        sightlines: Sightlines,
+        extinction: np.ndarray,
+        sigma: np.ndarray,
+        *,
+        dtype: torch.dtype = torch.float64,
+    ) -> GaussianStatistics:
+        """Accumulate H and g in one pass over the stars (no star loop, no dense star × cell matrix).
+
+        ``extinction`` and ``sigma`` (mag) are per star of ``sightlines`` (already restricted to kept stars).
+        """
+        grid = sightlines.grid
+        n_d, n_col = grid.n_d, grid.n_columns
+        a = np.asarray(extinction, dtype=float)
+        w = 1.0 / np.asarray(sigma, dtype=float) ** 2
+        f = sightlines.fraction
+        bins = sightlines.column * n_d + sightlines.cell
+
+        def binned(values: np.ndarray) -> np.ndarray:
+            return np.bincount(bins, weights=values, minlength=n_col * n_d).reshape(n_col, n_d)
+
+        s0, s1, s2 = binned(w), binned(w * f), binned(w * f * f)
+        t0, t1 = binned(w * a), binned(w * f * a)
+        # Stars ending in cell J contribute 1·1 to every (j, k) with j, k < J, f to (J, k<J) and (j<J, J), f² to (J, J).
+        beyond0 = np.cumsum(s0[:, ::-1], axis=1)[:, ::-1]  # sum over J >= m
+        beyond0 = np.concatenate([beyond0[:, 1:], np.zeros((n_col, 1))], axis=1)  # sum over J > m
+        jj, kk = np.meshgrid(np.arange(n_d), np.arange(n_d), indexing="ij")
+        top = np.maximum(jj, kk)
+        v = beyond0[:, top] + np.where(jj == kk, s2[:, top], s1[:, top])
+        lengths = grid.path_lengths
+        blocks = v * lengths[None, :, None] * lengths[None, None, :]
+        tbeyond = np.cumsum(t0[:, ::-1], axis=1)[:, ::-1]
+        tbeyond = np.concatenate([tbeyond[:, 1:], np.zeros((n_col, 1))], axis=1)
+        g = (tbeyond + t1) * lengths[None, :]
+        constant = float(np.sum(w * a * a) + np.sum(np.log(2.0 * np.pi / w)))
+        return cls(
+            blocks=torch.as_tensor(blocks, dtype=dtype),
+            g=torch.as_tensor(g.T.copy(), dtype=dtype),
+            constant=constant,
+            n_stars=len(sightlines),
+        )
+
+    def to(self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GaussianStatistics:
+        return GaussianStatistics(
+            blocks=self.blocks.to(dtype=dtype, device=device),
+            g=self.g.to(dtype=dtype, device=device),
+            constant=self.constant,
+            n_stars=self.n_stars,
+        )
+
+    def log_likelihood(self, density: torch.Tensor) -> torch.Tensor:
+        """Gaussian log-likelihood of all stars for density fields of shape ``(..., n_d, n_columns)``.
+
+        Returns a tensor of shape ``(...)``. The constant is added in float64 arithmetic outside autograd's
+        concern: it carries no gradient, and in float32 it would swamp the data-dependent part.
+        """
+        rho_cols = density.transpose(-1, -2)  # (..., n_col, n_d)
+        h_rho = torch.einsum("cjk,...ck->...cj", self.blocks, rho_cols)
+        quadratic = (rho_cols * h_rho).sum(dim=(-1, -2))
+        linear = (density * self.g).sum(dim=(-1, -2))
+        return -0.5 * (quadratic - 2.0 * linear) - 0.5 * self.constant

@@ -1,0 +1,215 @@
+"""Extinction / emission ratio maps (paper Sect. 8) on synthetic HEALPix and WCS emission maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy_healpix import healpix_to_lonlat, nside_to_pixel_resolution
+
+from dustgp.dustmap import DustMap
+from dustgp.emission import EmissionRatio, HealpixSky, emission_ratio, healpix_from_hdu, reproject_to_grid
+from dustgp.grid import Grid
+
+C = 2.5  # mag per emission unit: emission = A / C
+GRID = Grid(l=(40, 80, 40), b=(-10, 10, 20), d=(100, 300, 4), ghost_cells=1)
+# |grad f| / min f over the map, per deg: bounds the error of sampling at a point up to one pixel away
+GRAD_LN_F = np.hypot(0.5 / 20, 0.3 / 10) / 0.15
+
+
+def f(l: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Total extinction on the sky, mag: linear in (l, b), positive over the map."""
+    return 1.0 + 0.5 * (((np.asarray(l) - 60.0 + 180.0) % 360.0) - 180.0) / 20.0 + 0.3 * np.asarray(b) / 10.0
+
+
+def make_map() -> DustMap:
+    # uniform density along each sightline, chosen so that the extinction to d_max is f at the pixel centre
+    b, l = np.meshgrid(GRID.b_centers, GRID.l_centers, indexing="ij")
+    rho = np.broadcast_to(f(l, b) / GRID.d_max, GRID.shape).copy()
+    ext = np.cumsum(rho * GRID.path_lengths[:, None, None], axis=0)
+    return DustMap(
+        grid=GRID,
+        percentiles=np.array([50.0]),
+        density_mean=rho,
+        density_std=0 * rho,
+        density_percentiles=rho[None],
+        extinction_mean=ext,
+        extinction_std=0 * ext,
+        extinction_percentiles=ext[None],
+    )
+
+
+@pytest.fixture(scope="module")
+def dmap() -> DustMap:
+    return make_map()
+
+
+def healpix_emission(nside: int, order: str, frame: str = "galactic", doubled: bool = False) -> np.ndarray:
+    lon, lat = healpix_to_lonlat(np.arange(12 * nside**2), nside, order=order)
+    if frame == "galactic":
+        l, b = lon.deg, lat.deg
+    else:
+        gal = SkyCoord(lon, lat, frame=frame).galactic
+        l, b = gal.l.deg, gal.b.deg
+    values = f(l, b) / C
+    if doubled:
+        values = np.where((l >= 60) & (l <= 70), 2 * values, values)
+    return values
+
+
+def healpix_hdu(
+    values: np.ndarray,
+    order: str,
+    *,
+    coordsys: str = "G",
+    per_row: int = 1024,
+    explicit: np.ndarray | None = None,
+) -> fits.BinTableHDU:
+    """A HEALPix binary table as the HEALPix / Planck convention writes it."""
+    nside = int(np.sqrt(values.size / 12))
+    if explicit is None:
+        rows = values.reshape(-1, per_row)
+        columns = [fits.Column(name="TAU353", format=f"{per_row}D", array=rows)]
+    else:
+        columns = [
+            fits.Column(name="PIXEL", format="K", array=explicit),
+            fits.Column(name="TAU353", format="D", array=values[explicit]),
+        ]
+    hdu = fits.BinTableHDU.from_columns(columns)
+    hdu.header["PIXTYPE"] = "HEALPIX"
+    hdu.header["ORDERING"] = "NESTED" if order == "nested" else "RING"
+    hdu.header["NSIDE"] = nside
+    hdu.header["COORDSYS"] = coordsys
+    hdu.header["INDXSCHM"] = "EXPLICIT" if explicit is not None else "IMPLICIT"
+    return hdu
+
+
+# ----- HEALPix ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", ["ring", "nested"])
+def test_emission_proportional_to_extinction_gives_ratio_one(dmap: DustMap, order: str, tmp_path: Path) -> None:
+    values = healpix_emission(128, order)
+    path = tmp_path / f"tau_{order}.fits"
+    fits.HDUList([fits.PrimaryHDU(), healpix_hdu(values, order)]).writeto(path)
+    result = emission_ratio(dmap, path)
+    assert isinstance(result, EmissionRatio)
+    assert result.ratio.shape == result.emission.shape == (GRID.n_b, GRID.n_l)
+    # astropy_healpix's bilinear scheme is linear in longitude along two rings and linear in latitude between
+    # them, so it reproduces a field linear in (l, b) exactly (to rounding)
+    np.testing.assert_allclose(result.ratio, 1.0, rtol=1e-12)
+    assert result.median == pytest.approx(C, rel=1e-12)
+    np.testing.assert_allclose(result.extinction, dmap.extinction_mean[-1], rtol=0)
+
+
+@pytest.mark.parametrize("order", ["ring", "nested"])
+def test_doubled_emission_halves_the_ratio(dmap: DustMap, order: str) -> None:
+    values = healpix_emission(128, order, doubled=True)
+    result = emission_ratio(dmap, (values, order))
+    l = GRID.l_centers[None, :] * np.ones((GRID.n_b, 1))
+    # the doubled band covers a quarter of the pixels, so the median is still C; away from the band's edges
+    # (one HEALPix pixel, 0.46 deg) bilinear interpolation sees only one side
+    inside, outside = (l > 61) & (l < 69), (l < 59) | (l > 71)
+    np.testing.assert_allclose(result.ratio[inside], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(result.ratio[outside], 1.0, rtol=1e-12)
+    assert result.median == pytest.approx(C, rel=1e-12)
+
+
+def test_nearest_pixel_sampling(dmap: DustMap) -> None:
+    nside = 128
+    result = emission_ratio(dmap, HealpixSky(healpix_emission(nside, "nested"), order="nested"), method="nearest")
+    # the pixel centre holding a point is less than one pixel-resolution away: first-order bound, twice
+    # (ratio and its median)
+    bound = 2 * GRAD_LN_F * nside_to_pixel_resolution(nside).to_value(u.deg)
+    np.testing.assert_allclose(result.ratio, 1.0, atol=bound)
+
+
+def test_equatorial_healpix_is_rotated(dmap: DustMap) -> None:
+    nside = 128
+    values = healpix_emission(nside, "ring", frame="icrs")
+    result = emission_ratio(dmap, healpix_hdu(values, "ring", coordsys="C"))
+    bound = 2 * GRAD_LN_F * nside_to_pixel_resolution(nside).to_value(u.deg)
+    np.testing.assert_allclose(result.ratio, 1.0, atol=bound)
+    with pytest.raises(ValueError, match="COORDSYS"):
+        healpix_from_hdu(healpix_hdu(values, "ring", coordsys="E"))
+
+
+def test_partial_sky_healpix(dmap: DustMap) -> None:
+    nside = 64
+    values = healpix_emission(nside, "nested")
+    lon, lat = healpix_to_lonlat(np.arange(values.size), nside, order="nested")
+    near = np.flatnonzero((lon.deg > 35) & (lon.deg < 85) & (np.abs(lat.deg) < 15))
+    result = emission_ratio(dmap, healpix_hdu(values, "nested", explicit=near))
+    np.testing.assert_allclose(result.ratio, 1.0, rtol=1e-12)
+    # no data on the right half of the sky around the map: NaN there, not zeros
+    far = np.flatnonzero(lon.deg >= 60)
+    half = emission_ratio(dmap, healpix_hdu(values, "nested", explicit=far))
+    assert np.isnan(half.ratio[:, GRID.l_centers < 59]).all()
+    assert np.isfinite(half.ratio[:, GRID.l_centers > 61]).all()
+
+
+def test_healpy_written_map(dmap: DustMap, tmp_path: Path) -> None:
+    healpy = pytest.importorskip("healpy")
+    values = healpix_emission(64, "nested")
+    healpy.write_map(tmp_path / "hp.fits", values, nest=True, coord="G", dtype=np.float64)
+    np.testing.assert_allclose(emission_ratio(dmap, tmp_path / "hp.fits").ratio, 1.0, rtol=1e-12)
+
+
+def test_unseen_and_bad_inputs(dmap: DustMap) -> None:
+    values = healpix_emission(32, "ring")
+    values[:] = -1.6375e30  # healpy.UNSEEN everywhere
+    with pytest.raises(ValueError, match="no positive value"):
+        emission_ratio(dmap, (values, "ring"))
+    with pytest.raises(TypeError, match="emission"):
+        emission_ratio(dmap, values)
+    with pytest.raises(ValueError, match="12 nside"):
+        HealpixSky(np.ones(100))
+
+
+# ----- images with a WCS ------------------------------------------------------------------------------------
+def car_image(l_range: tuple[float, float], step: float = 0.1) -> tuple[np.ndarray, WCS]:
+    n_l = round((l_range[1] - l_range[0]) / step)
+    n_b = round(30 / step)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
+    wcs.wcs.cdelt = [-step, step]
+    wcs.wcs.crval = [l_range[1] - step / 2, 0.0]
+    wcs.wcs.crpix = [1.0, (n_b + 1) / 2]
+    y, x = np.mgrid[:n_b, :n_l]
+    l, b = wcs.pixel_to_world_values(x, y)
+    return f(l, b) / C, wcs
+
+
+def test_wcs_image(dmap: DustMap) -> None:
+    image, wcs = car_image((35, 85))
+    # CAR with CRVAL2 = 0 is linear in (l, b), and so is bilinear interpolation in its pixels: exact
+    np.testing.assert_allclose(emission_ratio(dmap, (image, wcs)).ratio, 1.0, rtol=1e-10)
+    hdu = fits.ImageHDU(image, header=wcs.to_header())
+    np.testing.assert_allclose(emission_ratio(dmap, hdu).ratio, 1.0, rtol=1e-10)
+    nearest = emission_ratio(dmap, hdu, method="nearest")
+    np.testing.assert_allclose(nearest.ratio, 1.0, atol=2 * GRAD_LN_F * 0.1)
+
+
+def test_wcs_image_partial_coverage_gives_nan(dmap: DustMap) -> None:
+    image, wcs = car_image((55, 85))
+    emission = reproject_to_grid((image, wcs), GRID)
+    assert np.isnan(emission[:, GRID.l_centers < 55]).all()
+    assert np.isfinite(emission[:, GRID.l_centers > 55.5]).all()
+
+
+def test_equatorial_tan_image(dmap: DustMap) -> None:
+    centre = SkyCoord(l=60 * u.deg, b=0 * u.deg, frame="galactic").icrs
+    step, n = 0.05, 1000
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-step, step]
+    wcs.wcs.crval = [centre.ra.deg, centre.dec.deg]
+    wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
+    y, x = np.mgrid[:n, :n]
+    gal = wcs.pixel_to_world(x, y).galactic
+    image = f(gal.l.deg, gal.b.deg) / C
+    result = emission_ratio(dmap, (image, wcs))
+    np.testing.assert_allclose(result.ratio, 1.0, atol=2 * GRAD_LN_F * step)

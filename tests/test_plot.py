@@ -1,0 +1,160 @@
+"""Figures: each function returns what it drew, longitude increases to the left, PNGs can be written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: the tests never need a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
+
+from dustgp import plot
+from dustgp.dustmap import DustMap
+from dustgp.emission import emission_ratio
+from dustgp.grid import Grid
+
+LEVELS = (2.5, 16.0, 50.0, 84.0, 97.5)
+
+
+def make_map(grid: Grid, *, n_samples: int = 4, seed: int = 0) -> DustMap:
+    rng = np.random.default_rng(seed)
+    rho = rng.lognormal(-7, 1, grid.shape)
+    ext = np.cumsum(rho * grid.path_lengths[:, None, None], axis=0)
+    factors = np.array([1.0 + (q - 50.0) / 100.0 for q in LEVELS])[:, None, None, None]
+    samples = rho * rng.lognormal(0, 0.3, (n_samples, *grid.shape)) if n_samples else None
+    return DustMap(
+        grid=grid,
+        percentiles=np.array(LEVELS),
+        density_mean=rho,
+        density_std=0.2 * rho,
+        density_percentiles=factors * rho,
+        extinction_mean=ext,
+        extinction_std=0.2 * ext,
+        extinction_percentiles=factors * ext,
+        density_samples=samples,
+    )
+
+
+GRIDS = {
+    "plain": Grid(l=(50, 90, 8), b=(-10, 10, 6), d=(180, 500, 10), ghost_cells=2),
+    "crossing_l0": Grid(l=(350, 10, 10), b=(-5, 5, 4), d=(100, 300, 5), ghost_cells=1),
+}
+
+
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(params=list(GRIDS), ids=list(GRIDS))
+def dmap(request: pytest.FixtureRequest) -> DustMap:
+    return make_map(GRIDS[request.param])
+
+
+def assert_l_increases_to_the_left(image: AxesImage, grid: Grid) -> None:
+    ax = image.axes
+    if hasattr(ax, "wcs"):
+        # world longitude of the left and right image columns (in pixel space: x from 0 to n_l - 1)
+        l_left, _ = ax.wcs.pixel_to_world_values(0, 0)
+        l_right, _ = ax.wcs.pixel_to_world_values(grid.n_l - 1, 0)
+        assert grid.unwrap_l(l_left) > grid.unwrap_l(l_right)
+        x0, x1 = ax.get_xlim()
+        assert x0 < x1  # pixel axis runs left to right; the WCS reverses longitude
+    else:
+        x0, x1 = ax.get_xlim()
+        assert x0 > x1
+
+
+def test_density_slice(dmap: DustMap, tmp_path: Path) -> None:
+    image = plot.density_slice(dmap, 250.0)
+    assert isinstance(image, AxesImage)
+    assert_l_increases_to_the_left(image, dmap.grid)
+    # the image shows the cell holding 250 pc, l reversed
+    i_d = np.searchsorted(dmap.grid.d_edges, 250.0) - 1
+    np.testing.assert_array_equal(image.get_array(), dmap.density(50.0).value[i_d][:, ::-1])
+    image.figure.savefig(tmp_path / "slice.png")
+    assert (tmp_path / "slice.png").stat().st_size > 0
+
+
+def test_plain_axes_put_longitude_increasing_left(dmap: DustMap) -> None:
+    _, ax = plt.subplots()
+    image = plot.density_slice(dmap, 250.0, q=None, ax=ax, colorbar=False)
+    assert image.axes is ax
+    assert_l_increases_to_the_left(image, dmap.grid)
+    left, right, _, _ = image.get_extent()
+    assert left > right
+    image = plot.extinction_map(dmap, ax=plt.subplots()[1])
+    assert_l_increases_to_the_left(image, dmap.grid)
+
+
+def test_extinction_map(dmap: DustMap, tmp_path: Path) -> None:
+    image = plot.extinction_map(dmap, 200.0, mode="mean")
+    assert isinstance(image, AxesImage)
+    assert_l_increases_to_the_left(image, dmap.grid)
+    image.figure.savefig(tmp_path / "ext.png")
+
+
+def test_sightline_profile(dmap: DustMap, tmp_path: Path) -> None:
+    grid = dmap.grid
+    drawn = plot.sightline_profile(dmap, grid.l_centers[1], grid.b_centers[1])
+    assert isinstance(drawn.density, Line2D)
+    assert isinstance(drawn.extinction, Line2D)
+    assert drawn.density_band is not None
+    assert drawn.extinction_band is not None
+    np.testing.assert_array_equal(drawn.extinction.get_ydata()[1:], dmap.extinction_mean[:, 1, 1])
+    drawn.density.figure.savefig(tmp_path / "profile.png")
+    with pytest.raises(ValueError, match="outside"):
+        plot.sightline_profile(dmap, 180.0, 0.0)
+
+
+def test_residual_histogram(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    a_pred = rng.uniform(0.1, 2, 2000)
+    sigma = 0.1 * a_pred
+    drawn = plot.residual_histogram(a_pred + sigma * rng.standard_normal(2000), a_pred, sigma)
+    assert len(drawn.histogram.patches) == 60
+    assert isinstance(drawn.gaussian, Line2D)
+    # the unit Gaussian's peak
+    assert drawn.gaussian.get_ydata().max() == pytest.approx(1 / np.sqrt(2 * np.pi), rel=1e-3)
+    drawn.gaussian.figure.savefig(tmp_path / "residuals.png")
+
+
+def test_elbo_history(tmp_path: Path) -> None:
+    line = plot.elbo_history(1e5 * np.exp(-np.arange(300) / 50) + 1e3)
+    assert isinstance(line, Line2D)
+    assert line.axes.get_yscale() == "log"
+    assert plot.elbo_history([-3.0, -2.0, 1.0]).axes.get_yscale() == "linear"
+    line.figure.savefig(tmp_path / "elbo.png")
+
+
+def test_emission_ratio_map(dmap: DustMap, tmp_path: Path) -> None:
+    grid = dmap.grid
+    # a flat emission map: the ratio map is the extinction map over its median
+    result = emission_ratio(dmap, (np.ones(12 * 16**2), "ring"))
+    drawn = plot.emission_ratio_map(result, dmap)
+    assert isinstance(drawn.image, AxesImage)
+    assert drawn.contours is not None
+    assert_l_increases_to_the_left(drawn.image, grid)
+    drawn.image.figure.savefig(tmp_path / "ratio.png")
+    plain = plot.emission_ratio_map(result, dmap, ax=plt.subplots()[1])
+    assert_l_increases_to_the_left(plain.image, grid)
+
+
+def test_truth_comparison(tmp_path: Path) -> None:
+    grid = GRIDS["plain"]
+    dmap = make_map(grid)
+    fig = plot.truth_comparison(dmap, dmap.density_mean * 1.1, [200.0, 400.0])
+    assert len([ax for ax in fig.axes if hasattr(ax, "wcs")]) == 6
+    fig.savefig(tmp_path / "truth.png")
+    fig = plot.truth_comparison(dmap, lambda l, b, d: np.full(np.shape(d), 1e-3), [300.0])
+    assert len([ax for ax in fig.axes if hasattr(ax, "wcs")]) == 3
+    with pytest.raises(ValueError, match="shape"):
+        plot.truth_comparison(dmap, np.ones((2, 2, 2)), [300.0])
