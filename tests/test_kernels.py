@@ -85,9 +85,7 @@ def test_matches_naive_autograd_float32(half_width):
     exact, exact_grads = values_and_grads(naive_project, inputs64, grad_out.double())
 
     eps = torch.finfo(torch.float32).eps
-    for name, a, b, c in zip(
-        ("out", *NAMES), (out, *grads), (ref, *ref_grads), (exact, *exact_grads), strict=True
-    ):
+    for name, a, b, c in zip(("out", *NAMES), (out, *grads), (ref, *ref_grads), (exact, *exact_grads), strict=True):
         # Sums over up to n·M terms: allow eps · sqrt(terms) relative to the largest entry.
         tol = 50 * eps * (n * m) ** 0.5 * c.abs().max().item()
         assert (a.double() - c).abs().max().item() < tol, name
@@ -103,26 +101,23 @@ def test_chunked_equals_unchunked(chunk_size, recompute):
     inputs = make_inputs(n, m, s, dtype=torch.float64, x_grad=True)
     grad_out = torch.randn(n, s, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     out, grads = values_and_grads(rbf_project, inputs, grad_out)
-    out_c, grads_c = values_and_grads(
-        rbf_project, inputs, grad_out, chunk_size=chunk_size, recompute=recompute
-    )
+    out_c, grads_c = values_and_grads(rbf_project, inputs, grad_out, chunk_size=chunk_size, recompute=recompute)
     torch.testing.assert_close(out_c, out, rtol=1e-12, atol=1e-12)
     for name, a, b in zip(NAMES, grads_c, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
-def test_store_threshold_switches_to_recompute(monkeypatch):
-    """Above STORE_LIMIT_BYTES the backward recomputes E; the gradients are the same."""
-    import dustgp.kernels as kernels
-
+def test_store_or_recompute():
+    """On CPU E is recomputed by default (nothing n × M kept); storing it gives the same gradients."""
     inputs = make_inputs(300, 50, 3, dtype=torch.float64)
     grad_out = torch.ones(300, 3, dtype=torch.float64)
-    _, stored = values_and_grads(rbf_project, inputs, grad_out)
-    monkeypatch.setattr(kernels, "STORE_LIMIT_BYTES", 1024)
-    out = rbf_project(*inputs)
-    assert out.grad_fn.saved_tensors[-1] is None  # nothing n × M kept
-    grads = torch.autograd.grad(out, inputs[1:], grad_out)
-    for name, a, b in zip(NAMES[1:], grads, stored, strict=True):
+    stored = rbf_project(*inputs, recompute=False)
+    assert stored.grad_fn.saved_tensors[-1].shape == (300, 50)
+    default = rbf_project(*inputs)
+    assert default.grad_fn.saved_tensors[-1] is None
+    grads_stored = torch.autograd.grad(stored, inputs[1:], grad_out)
+    grads = torch.autograd.grad(default, inputs[1:], grad_out)
+    for name, a, b in zip(NAMES[1:], grads, grads_stored, strict=True):
         torch.testing.assert_close(a, b, msg=name)
 
 
@@ -165,10 +160,16 @@ def test_no_subnormals_far_apart():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(dtype):
+def test_cuda_matches_cpu(dtype, monkeypatch):
+    import dustgp.kernels as kernels
+
     n, m, s = 2000, 300, 8
     cpu = make_inputs(n, m, s, dtype=dtype, x_grad=True)
     gpu = make_inputs(n, m, s, dtype=dtype, device="cuda", x_grad=True)
+    assert rbf_project(*gpu).grad_fn.saved_tensors[-1] is not None  # stored on a GPU when it fits
+    monkeypatch.setattr(kernels, "STORE_LIMIT_BYTES", 1024)
+    assert rbf_project(*gpu).grad_fn.saved_tensors[-1] is None  # recomputed when it does not
+    monkeypatch.undo()
     grad_out = torch.randn(n, s, dtype=dtype, generator=torch.Generator().manual_seed(3))
     out, grads = values_and_grads(rbf_project, cpu, grad_out)
     for options in ({}, {"recompute": True, "chunk_size": 500}):

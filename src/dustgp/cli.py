@@ -1,0 +1,267 @@
+"""The ``dustgp`` command: ``simulate``, ``fit``, ``predict``, ``plot``, ``info`` and ``demo``.
+
+Run ``dustgp SUBCOMMAND --help`` for every option. Progress goes to stderr (``--quiet`` silences it); Ctrl-C
+during a fit writes the checkpoint and exits with status 130, and ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+logger = logging.getLogger("dustgp")
+
+
+def _axis(text: str) -> tuple[float, float, int]:
+    try:
+        lo, hi, n = text.split(",")
+        return float(lo), float(hi), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI,N (e.g. 50,90,100), got {text!r}") from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .grid import Grid
+    from .simulate import simulate
+
+    region = Grid(l=args.l, b=args.b, d=args.d, ghost_cells=0)
+    sky = simulate(region, n_stars=args.n_stars, n_clumps=args.clumps, noise=args.noise, seed=args.seed)
+    table = sky.catalog.to_table()
+    table["A0_true"] = sky.true_extinction
+    table.meta["dustgp_seed"] = args.seed
+    table.meta["clumps"] = json.dumps([c.__dict__ for c in sky.clumps])
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        logger.error("%s exists; pass --overwrite to replace it", out)
+        return 1
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    table.write(tmp, overwrite=True, format=args.format)
+    tmp.replace(out)
+    logger.info("wrote %d simulated stars to %s (columns l, b, distance, A0, A0_err, A0_true)", len(table), out)
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import run
+
+    overrides = {"fit": {"max_iterations": args.max_iterations, "seed": args.seed, "device": args.device}}
+    config = load_config(args.config, overrides=overrides)
+    result = run(
+        config,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        figures=False if args.no_figures else None,
+    )
+    _print_report(result.report, result.files)
+    return 130 if result.fit.stopped_by == "interrupted" else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import default_demo_config, run
+
+    overrides: dict[str, dict[str, Any]] = {"fit": {"max_iterations": args.max_iterations}}
+    if args.n_stars:
+        overrides["simulate"] = {"n_stars": args.n_stars}
+    config = load_config(default_demo_config(), overrides=overrides)
+    result = run(config, out=args.out, resume=args.resume, overwrite=True, progress=not args.quiet)
+    _print_report(result.report, result.files)
+    return 130 if result.fit.stopped_by == "interrupted" else 0
+
+
+def _print_report(report: dict[str, Any], files: list[Path]) -> None:
+    from .validation import HoldoutReport, TruthComparison
+
+    stars = report["stars_fitted"]
+    print(f"stars fitted: {stars['used']} (off grid {stars['off_grid']}, in ghost cells {stars['in_ghost_cells']})")
+    print(
+        f"training: {report['iterations']} iterations, {report['fit_seconds']:.1f} s "
+        f"({report['seconds_per_iteration']:.3f} s/iteration), stopped by {report['stopped_by']}"
+    )
+    print(f"prediction: {report['predict_seconds']:.1f} s on {report['prediction_grid']}")
+    h = report["hyperparameters"]
+    print(
+        "hyperparameters: length scales "
+        + ", ".join(f"{g:.1f}" for g in h["length_scale_pc"])
+        + f" pc; scale {h['scale_dex']:.3f} dex; mean density 10^{h['mean_log10_density']:.3f} mag/pc"
+    )
+    if "truth" in report:
+        print("accuracy against the truth:")
+        print("  " + str(TruthComparison(**report["truth"])).replace("\n", "\n  "))
+    if "holdout" in report:
+        print(str(HoldoutReport(**report["holdout"])))
+    print("wrote: " + ", ".join(str(f) for f in files))
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .fitting import load_fit
+    from .grid import Grid
+    from .io import write_map
+
+    fitted = load_fit(args.checkpoint, device=args.device)
+    grid = None
+    if args.l and args.b and args.d:
+        grid = Grid(l=args.l, b=args.b, d=args.d, ghost_cells=args.ghost_cells)
+    elif args.l or args.b or args.d:
+        logger.error("give all of --l, --b and --d for an explicit grid, or none for the refined training grid")
+        return 2
+    elif args.refine:
+        grid = fitted.grid.refined(args.refine)
+    dmap = fitted.predict(
+        grid,
+        samples=args.samples,
+        keep_samples=args.keep_samples,
+        cell_variance=args.cell_variance,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    path = write_map(dmap, args.out, overwrite=args.overwrite)
+    print(f"wrote {path}: {dmap!r}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plot
+    from .io import read_map
+
+    dmap = read_map(args.map)
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = dmap.grid
+    distances = args.distances or list(np.linspace(grid.d_min, grid.d_max, 6)[1:-1].round())
+    fig, axes = plt.subplots(1, len(distances), figsize=(4 * len(distances), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], distances, strict=True):
+        plot.density_slice(dmap, d, ax=ax)
+    fig.savefig(folder / "density_slices.png", dpi=110, bbox_inches="tight")
+    fig = plt.figure(figsize=(6, 4.5))
+    plot.extinction_map(dmap, ax=plot.sky_axes(grid, fig=fig))
+    fig.savefig(folder / "total_extinction.png", dpi=110, bbox_inches="tight")
+    for l, b in args.sightline or []:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot.sightline_profile(dmap, l, b, ax=ax)
+        fig.savefig(folder / f"sightline_l{l:g}_b{b:g}.png", dpi=110, bbox_inches="tight")
+    print(f"wrote figures to {folder}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io import read_map
+
+    dmap = read_map(args.map)
+    print(repr(dmap))
+    print(json.dumps({k: v for k, v in dmap.meta.items() if k != "run_config"}, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dustgp",
+        description="3D dust maps from stellar extinctions (Dharmawardena et al. 2022, A&A 658, A166).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write a simulated star catalogue (the paper's Section 3 sky)")
+    p.add_argument("out", help="output table (FITS, ECSV, CSV: by suffix unless --format)")
+    p.add_argument("--n-stars", type=int, default=120_000, help="number of stars (default 120000)")
+    p.add_argument("--clumps", type=int, default=3, help="number of Gaussian overdensities (default 3)")
+    p.add_argument("--noise", type=float, default=0.1, help="fractional extinction noise (default 0.1)")
+    p.add_argument("--l", type=_axis, default=(50, 90, 100), help="LO,HI,N longitude, deg (default 50,90,100)")
+    p.add_argument("--b", type=_axis, default=(-10, 10, 100), help="LO,HI,N latitude, deg (default -10,10,100)")
+    p.add_argument("--d", type=_axis, default=(180, 500, 115), help="LO,HI,N distance, pc (default 180,500,115)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--format", default=None, help="astropy table format, e.g. fits, ascii.ecsv")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _common(p)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("fit", help="fit a run file (TOML) and write the map, figures and report.json")
+    p.add_argument("config", help="TOML run file with [catalog] or [simulate], [grid], [fit], [predict], [output]")
+    p.add_argument("--out", help="output folder (default: [output] dir, else ./dustgp-run)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/fit.ckpt if present")
+    p.add_argument("--overwrite", action="store_true", help="replace existing map files in the output folder")
+    p.add_argument("--max-iterations", type=int, help="override [fit] max_iterations")
+    p.add_argument("--seed", type=int, help="override [fit] seed")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (overrides [fit] device)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _common(p)
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("predict", help="predict a map from a fit checkpoint on any grid")
+    p.add_argument("checkpoint", help="fit checkpoint (fit.ckpt)")
+    p.add_argument("out", help="output map (.nc NetCDF, .fits FITS cube)")
+    p.add_argument("--l", type=_axis, help="LO,HI,N longitude, deg")
+    p.add_argument("--b", type=_axis, help="LO,HI,N latitude, deg")
+    p.add_argument("--d", type=_axis, help="LO,HI,N distance, pc")
+    p.add_argument("--ghost-cells", type=int, default=0, help="foreground cells (0: the training grid's)")
+    p.add_argument("--refine", type=float, help="refine the training grid this many times (default 2.5)")
+    p.add_argument("--samples", type=int, default=200, help="posterior samples (default 200)")
+    p.add_argument("--keep-samples", type=int, default=0, help="samples stored in the map (default 0)")
+    p.add_argument("--cell-variance", action="store_true", help="add per-cell conditional variance")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws (default 0)")
+    p.add_argument("--device", help="torch device (default: the fit's)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _common(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("plot", help="write the standard figures of a saved map")
+    p.add_argument("map", help="map file (.nc or .fits)")
+    p.add_argument("--out", default="figures", help="output folder (default ./figures)")
+    p.add_argument("--distances", type=float, nargs="+", help="distances (pc) of the density slices")
+    p.add_argument(
+        "--sightline", type=float, nargs=2, action="append", metavar=("L", "B"), help="profile at L B (deg)"
+    )
+    _common(p)
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("info", help="describe a saved map and its provenance")
+    p.add_argument("map", help="map file (.nc or .fits)")
+    _common(p)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="the paper's Section 3 experiment end to end, with accuracy against the truth")
+    p.add_argument("--out", default="demo-output", help="output folder (default ./demo-output)")
+    p.add_argument("--n-stars", type=int, help="number of simulated stars (default 120000)")
+    p.add_argument("--max-iterations", type=int, help="cap on training iterations")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/fit.ckpt if present")
+    _common(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

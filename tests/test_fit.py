@@ -1,0 +1,132 @@
+"""Training and prediction end to end on small simulated skies."""
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceMeanField_ELBO
+
+import dustgp
+from dustgp.fitting import FitConfig, _Elbo, load_checkpoint, load_fit
+from dustgp.grid import Grid, lbd_to_xyz
+from dustgp.model import DustGP
+from dustgp.simulate import simulate
+from dustgp.sightlines import GaussianStatistics, Sightlines
+
+REGION = Grid(l=(60, 80, 40), b=(-5, 5, 20), d=(150, 350, 40), ghost_cells=0)
+TRAIN = Grid(l=(60, 80, 10), b=(-5, 5, 5), d=(150, 350, 12), ghost_cells=1)
+SMALL_FIT = {"inducing_points": 150, "length_scale": 20.0, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def sky():
+    return simulate(REGION, n_stars=6000, n_clumps=1, clump_sigma=(22, 22), clump_peak=(1.5e-2, 1.5e-2), seed=5)
+
+
+@pytest.fixture(scope="module")
+def fitted(sky):
+    return dustgp.fit(sky.catalog, TRAIN, max_iterations=700, progress=False, **SMALL_FIT)
+
+
+def test_clump_recovered_within_one_scale_length(sky, fitted) -> None:
+    dmap = fitted.predict(REGION.with_ghost_cells(1), samples=50, progress=False)
+    excess = dmap.density(50).value[1:] - sky.background
+    l, b, d = (a[1:] for a in dmap.grid.cell_centers_lbd())
+    weights = np.clip(excess, 0, None) ** 2  # peak-weighted centroid of the recovered overdensity
+    xyz = lbd_to_xyz(l.ravel(), b.ravel(), d.ravel())
+    centroid = (xyz * weights.ravel()[:, None]).sum(0) / weights.sum()
+    offset = np.linalg.norm(centroid - np.asarray(sky.clumps[0].center))
+    assert offset < 20.0  # one scale length (paper Sect. 3: features displaced by less than one scale length)
+
+
+def test_map_accuracy_on_small_sky(sky, fitted) -> None:
+    dmap = fitted.predict(TRAIN.refined(2), samples=100, progress=False)
+    truth = sky.density_on(dmap.grid)[dmap.region()]
+    error = np.abs(dmap.density(50).value[dmap.region()] / truth - 1)
+    # 6000 stars with 10% noise on a 20 pc clump: the paper's 12% typical / 20% max at 120k stars is the scale
+    assert np.median(error) < 0.12
+    assert np.quantile(error, 0.9) < 0.35
+
+
+def test_extinction_never_decreases_for_any_sample(fitted) -> None:
+    dmap = fitted.predict(TRAIN, samples=20, keep_samples=20, progress=False)
+    assert np.all(dmap.density_samples > 0)
+    assert np.all(np.diff(dmap.extinction_samples(), axis=1) >= 0)
+    query = dmap.query_gal(np.full(50, 70.0), np.zeros(50), np.linspace(0.01, 0.35, 50), mode="samples")
+    assert np.all(np.diff(query, axis=0) >= -1e-12)
+
+
+def test_every_trained_parameter_receives_a_gradient(sky) -> None:
+    sl = Sightlines.from_positions(TRAIN, sky.catalog.l, sky.catalog.b, sky.catalog.distance)
+    stats = GaussianStatistics.from_stars(sl, sky.catalog.extinction, sky.catalog.extinction_err)
+    z = torch.as_tensor(lbd_to_xyz(sky.catalog.l[:50], sky.catalog.b[:50], sky.catalog.distance[:50]))
+    gp = DustGP(z, mean=-2.8, scale=0.3, length_scale=20.0)
+    cells = torch.as_tensor(TRAIN.cell_centers_xyz()) / gp.length_unit
+    objective = _Elbo(gp, cells, stats, TRAIN)
+    pyro.clear_param_store()
+    elbo = TraceMeanField_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=0)
+    elbo.differentiable_loss(objective.model, objective.guide).backward()
+    names = [name for name, p in gp.named_parameters() if p.requires_grad]
+    assert len(names) == 6  # inducing locations, m, L_q, c, alpha, gamma
+    for name, p in gp.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+def test_checkpoint_resumes_to_the_same_state(sky, tmp_path) -> None:
+    options = {**SMALL_FIT, "inducing_points": 60, "stop": "none", "progress": False}
+    straight = dustgp.fit(sky.catalog, TRAIN, max_iterations=12, **options)
+    ckpt = tmp_path / "fit.ckpt"
+    dustgp.fit(sky.catalog, TRAIN, max_iterations=6, checkpoint=ckpt, **options)
+    assert load_checkpoint(ckpt)["iterations"] == 6
+    resumed = dustgp.fit(sky.catalog, TRAIN, resume=ckpt, max_iterations=12, **options)
+    assert resumed.iterations == 12
+    np.testing.assert_allclose(resumed.losses, straight.losses, rtol=1e-5)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_checkpoint_loads_without_code_and_predicts(sky, fitted, tmp_path) -> None:
+    path = fitted.save(tmp_path / "fit.ckpt")
+    torch.load(path, weights_only=True)  # no pickled objects: loads with weights_only
+    again = load_fit(path)
+    assert again.grid == TRAIN
+    a = fitted.predict(TRAIN, samples=10, seed=2, progress=False)
+    b = again.predict(TRAIN, samples=10, seed=2, progress=False)
+    np.testing.assert_allclose(a.density_mean, b.density_mean, rtol=1e-5)
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(sky, tmp_path, monkeypatch) -> None:
+    calls = {"n": 0}
+    step = pyro.infer.SVI.step
+
+    def interrupted_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyro.infer.SVI, "step", interrupted_step)
+    ckpt = tmp_path / "fit.ckpt"
+    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, progress=False, inducing_points=40)
+    assert result.stopped_by == "interrupted"
+    assert load_checkpoint(ckpt)["iterations"] == 4
+
+
+def test_paper_stop_rule_and_map_rule(sky) -> None:
+    paper = dustgp.fit(sky.catalog, TRAIN, max_iterations=2000, stop="elbo", progress=False, inducing_points=60)
+    assert paper.stopped_by == "elbo rule"
+    recent = paper.losses[-10:]
+    assert np.ptp(recent) / abs(recent.mean()) < 0.01
+
+
+def test_no_star_on_grid_is_an_error(sky) -> None:
+    far = Grid(l=(200, 210, 3), b=(-5, 5, 3), d=(150, 350, 4))
+    with pytest.raises(dustgp.FitError, match="no star"):
+        dustgp.fit(sky.catalog, far, progress=False)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="stop"):
+        FitConfig(stop="sometimes")
+    with pytest.raises(ValueError, match="unknown options"):
+        FitConfig.from_dict({"inducing_pionts": 10})
