@@ -107,16 +107,19 @@ def test_chunked_equals_unchunked(chunk_size, recompute):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
-def test_store_or_recompute():
-    """On CPU E is recomputed by default (nothing n × M kept); storing it gives the same gradients."""
+def test_store_threshold_switches_to_recompute(monkeypatch):
+    """Above STORE_LIMIT_BYTES the backward recomputes E (nothing n × M kept); the gradients are the same."""
+    import dustgp.kernels as kernels
+
     inputs = make_inputs(300, 50, 3, dtype=torch.float64)
     grad_out = torch.ones(300, 3, dtype=torch.float64)
-    stored = rbf_project(*inputs, recompute=False)
+    stored = rbf_project(*inputs)
     assert stored.grad_fn.saved_tensors[-1].shape == (300, 50)
-    default = rbf_project(*inputs)
-    assert default.grad_fn.saved_tensors[-1] is None
+    monkeypatch.setattr(kernels, "STORE_LIMIT_BYTES", 1024)
+    recomputed = rbf_project(*inputs)
+    assert recomputed.grad_fn.saved_tensors[-1] is None
     grads_stored = torch.autograd.grad(stored, inputs[1:], grad_out)
-    grads = torch.autograd.grad(default, inputs[1:], grad_out)
+    grads = torch.autograd.grad(recomputed, inputs[1:], grad_out)
     for name, a, b in zip(NAMES[1:], grads, grads_stored, strict=True):
         torch.testing.assert_close(a, b, msg=name)
 
@@ -133,6 +136,15 @@ def test_shapes_and_vector_weights():
         rbf_project(x, z, gamma, alpha, weights[:5])
     with pytest.raises(ValueError, match="chunk_size"):
         rbf_project(x, z, gamma, alpha, weights, chunk_size=0)
+
+
+def test_no_grad_mode():
+    inputs = make_inputs(40, 10, 2, dtype=torch.float64)
+    with torch.no_grad():
+        out = rbf_project(*inputs, recompute=False)
+        ref = naive_project(*inputs)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, ref)
 
 
 def test_cross_covariance_matches_naive():
@@ -166,7 +178,7 @@ def test_cuda_matches_cpu(dtype, monkeypatch):
     n, m, s = 2000, 300, 8
     cpu = make_inputs(n, m, s, dtype=dtype, x_grad=True)
     gpu = make_inputs(n, m, s, dtype=dtype, device="cuda", x_grad=True)
-    assert rbf_project(*gpu).grad_fn.saved_tensors[-1] is not None  # stored on a GPU when it fits
+    assert rbf_project(*gpu).grad_fn.saved_tensors[-1] is not None  # stored when it fits
     monkeypatch.setattr(kernels, "STORE_LIMIT_BYTES", 1024)
     assert rbf_project(*gpu).grad_fn.saved_tensors[-1] is None  # recomputed when it does not
     monkeypatch.undo()

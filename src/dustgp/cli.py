@@ -228,9 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", help="map file (.nc or .fits)")
     p.add_argument("--out", default="figures", help="output folder (default ./figures)")
     p.add_argument("--distances", type=float, nargs="+", help="distances (pc) of the density slices")
-    p.add_argument(
-        "--sightline", type=float, nargs=2, action="append", metavar=("L", "B"), help="profile at L B (deg)"
-    )
+    p.add_argument("--sightline", type=float, nargs=2, action="append", metavar=("L", "B"), help="profile at L B (deg)")
     _common(p)
     p.set_defaults(func=_cmd_plot)
 

@@ -45,7 +45,18 @@ CATALOG_KEYS = {
     "format", "on_bad", "extinction_err_floor", "inflate", "max_distance",
 }  # fmt: skip
 SIMULATE_KEYS = {"n_stars", "n_clumps", "seed", "noise", "region", "foreground"}
-PREDICT_KEYS = {"l", "b", "d", "ghost_cells", "refine", "samples", "keep_samples", "percentiles", "cell_variance", "seed"}
+PREDICT_KEYS = {
+    "l",
+    "b",
+    "d",
+    "ghost_cells",
+    "refine",
+    "samples",
+    "keep_samples",
+    "percentiles",
+    "cell_variance",
+    "seed",
+}
 OUTPUT_KEYS = {"dir", "holdout", "holdout_seed", "formats", "figures", "slice_distances", "checkpoint_every"}
 
 

@@ -76,6 +76,9 @@ class FitConfig:
         AdamW learning rate.
     lr_covariance : float
         AdamW learning rate of the variational covariance factor L_q (see Notes).
+    lr_decay, lr_decay_iterations : float, int
+        Learning rates shrink geometrically to ``lr_decay`` times their start over ``lr_decay_iterations``
+        iterations, then stay there: Monte Carlo noise in the gradients otherwise keeps the map jittering.
     initial_posterior_std : float
         Initial L_q = ``initial_posterior_std`` · I in the whitened space (GPyTorch starts at 1, see Notes).
     weight_decay : float
@@ -103,7 +106,7 @@ class FitConfig:
     The variational covariance factor L_q has M(M+1)/2 entries. Adam moves each by about ``lr`` per step whatever
     the size of its gradient, so noisy Monte Carlo gradients inflate every row of L_q by ~``lr``·√M per step and
     the posterior variance of phi explodes (measured on the Section 3 problem: -ELBO from 3e8 to 1e25 in 200
-    iterations at lr = 0.02 with S = I). L_q therefore gets its own, 10× smaller rate, and starts at 0.1·I:
+    iterations at lr = 0.02 with S = I). L_q therefore gets its own, 10× smaller rate, and starts at 0.05·I:
     with 10⁴-10⁶ stars the posterior is far narrower than the prior, and starting at the prior (S = I) makes the
     first iterations dominated by rare huge samples of 10^phi.
     """
@@ -116,9 +119,11 @@ class FitConfig:
     particles: int = 32
     lr: float = 0.02
     lr_covariance: float = 0.002
-    initial_posterior_std: float = 0.1
+    initial_posterior_std: float = 0.05
+    lr_decay: float = 1.0
+    lr_decay_iterations: int = 1000
     weight_decay: float = 0.0
-    max_iterations: int = 4000
+    max_iterations: int = 3000
     stop: str = "map"
     tol: float = 0.02
     window: int = 200
@@ -215,6 +220,15 @@ def _optimizer_args(config: FitConfig):
         return {"lr": lr, "weight_decay": config.weight_decay if variational else 0.0}
 
     return args
+
+
+def _set_learning_rates(optimizer: pyro.optim.PyroOptim, config: FitConfig, iteration: int) -> None:
+    factor = config.lr_decay ** (min(iteration, config.lr_decay_iterations) / config.lr_decay_iterations)
+    store = pyro.get_param_store()
+    for param, optim in optimizer.optim_objs.items():
+        start = _optimizer_args(config)(store.param_name(param))["lr"]
+        for group in optim.param_groups:
+            group["lr"] = start * factor
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -475,6 +489,7 @@ def fit(
     gp.train()
     try:
         for iteration in range(start_iteration + 1, config.max_iterations + 1):
+            _set_learning_rates(optimizer, config, iteration)
             loss = svi.step()
             if not math.isfinite(loss):
                 raise FitError(f"the ELBO became {loss} at iteration {iteration}; lower lr (now {config.lr})")

@@ -18,10 +18,9 @@ custom :class:`torch.autograd.Function` that touches n × M memory as few times 
   which the gradients of z and gamma follow in closed form (see :func:`rbf_project`);
 * alpha's gradient needs no n × M pass at all: ``Σ G ⊙ (E W)``, and ``E W`` is the forward's own output.
 
-All of it runs over row blocks of x. On CPU, E is by default recomputed block by block in the backward rather
-than stored: blocks of a few MiB stay in cache between the GEMM that writes them and the GEMMs that read
-them, which is faster than streaming a stored n × M matrix, and the memory in use is a few blocks whatever n
-is. On a GPU, E is stored when it fits in :data:`STORE_LIMIT_BYTES` and recomputed otherwise.
+E is stored between forward and backward when it fits in :data:`STORE_LIMIT_BYTES`; above that (or on request)
+it is recomputed block by block in the backward, so the memory in use is a few row blocks whatever n is
+(block size: :data:`BLOCK_BYTES`, or ``chunk_size``).
 
 Everything is plain tensor algebra (``mm``, ``addmm_``, ``exp_``), so it runs unchanged on CUDA, in float32
 and float64. On CUDA, keep ``torch.backends.cuda.matmul.allow_tf32`` off (PyTorch's default): the distance
@@ -37,19 +36,20 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 __all__ = ["BLOCK_BYTES", "STORE_LIMIT_BYTES", "rbf_cross_covariance", "rbf_project"]
 
-#: Largest n × M matrix E (bytes) that :func:`rbf_project` keeps between forward and backward on a GPU; a
-#: larger one is recomputed in the backward instead (one extra GEMM + exp per block, cheaper than running out
-#: of memory). On CPU E is recomputed by default whatever its size: see :data:`BLOCK_BYTES`.
+#: Largest n × M matrix E (bytes) that :func:`rbf_project` keeps between forward and backward by default; a
+#: larger one is recomputed block by block in the backward instead (one extra GEMM + exp per block), so that
+#: memory stays bounded whatever n is.
 STORE_LIMIT_BYTES = 512 * 2**20
 
-#: Size (bytes) of one row block of the n × M temporaries when ``chunk_size`` is not given, per device type.
-#: On CPU, blocks of ~4 MiB (1000 rows at M = 1000, float32) stay in cache from the GEMM that writes them to
-#: the GEMM that reads them, and the block buffers are allocated once per call and reused, whereas a fresh
-#: n × M tensor is an mmap whose first touch (page faults) costs about as much as a pass over it. So on CPU it
-#: is faster to recompute E per block in the backward than to store it (measured with 2 threads, n = 14,800,
-#: M = 1000: 50 ms recomputing in 4 MiB blocks, 65-90 ms storing E; 1-6 MiB blocks are all within 10 %).
-#: On a GPU, large blocks keep the kernels big; the default there is to store E when it fits.
-BLOCK_BYTES = {"cpu": 4 * 2**20, "default": 256 * 2**20}
+#: Size (bytes) of one row block of the n × M temporaries when ``chunk_size`` is not given: n = 14,800 cells
+#: at M = 1000 (59 MB in float32) is a single block. Large blocks are chosen for robustness, not for peak
+#: speed. Every block costs about ten BLAS/ATen calls, each an OpenMP barrier, and when another
+#: multi-threaded process shares the cores a barrier can wait a whole scheduler slice (~10 ms): measured
+#: with 2 threads, n = 14,800, M = 1000, next to a running training job, one block took 0.3 s and
+#: blocks of 1000 rows 1.8 s (plain autograd: 1.5 s). On an otherwise idle CPU the reverse holds, mildly:
+#: recomputing E in 4 MiB blocks (``chunk_size=1000, recompute=True``) keeps them in cache and takes 50 ms
+#: against 65-90 ms for one stored block.
+BLOCK_BYTES = 128 * 2**20
 
 
 def _scaled(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +101,7 @@ def _rows_per_block(n: int, m: int, like: torch.Tensor, chunk_size: int | None) 
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
         return min(chunk_size, max(n, 1))
-    block_bytes = BLOCK_BYTES.get(like.device.type, BLOCK_BYTES["default"])
-    return max(1, min(n, block_bytes // max(1, m * like.element_size())))
+    return max(1, min(n, BLOCK_BYTES // max(1, m * like.element_size())))
 
 
 class _RBFProject(torch.autograd.Function):
@@ -125,7 +124,7 @@ class _RBFProject(torch.autograd.Function):
         # The backward needs E for the gradient of weights and for P (z, gamma, x); alpha needs only E W.
         need_e = any(needs[i] for i in (0, 1, 2, 4))
         if recompute is None:
-            recompute = x.device.type == "cpu" or n * m * x.element_size() > STORE_LIMIT_BYTES
+            recompute = n * m * x.element_size() > STORE_LIMIT_BYTES
         store = need_e and not recompute
 
         xs, zs = _scaled(x, z, gamma)
@@ -256,12 +255,12 @@ def rbf_project(
         Weights on the columns of K_xz, e.g. ``L_zz⁻ᵀ v`` for S whitened samples v.
     chunk_size : int, optional
         Rows of x per block. The result does not depend on it (up to rounding of block-wise sums). Default:
-        blocks of about :data:`BLOCK_BYTES` (4 MiB on CPU, 256 MiB on a GPU). Keep blocks at least a few
-        hundred rows: each block is a handful of BLAS calls, i.e. thread barriers.
+        blocks of about :data:`BLOCK_BYTES` (one block for n × M up to 128 MiB). On a CPU with no other load,
+        ``chunk_size=1000, recompute=True`` (4 MiB blocks at M = 1000) is ~25 % faster; with other processes
+        on the cores it is several times slower (see :data:`BLOCK_BYTES`).
     recompute : bool, optional
         Recompute E block by block in the backward instead of storing it (n × M elements) from the forward.
-        Default: always on CPU (faster there, see :data:`BLOCK_BYTES`); on a GPU, when the n × M matrix
-        would exceed :data:`STORE_LIMIT_BYTES`.
+        Default: recompute when the n × M matrix would exceed :data:`STORE_LIMIT_BYTES`.
 
     Returns
     -------
@@ -280,6 +279,8 @@ def rbf_project(
     w = weights[:, None] if vector else weights
     if w.shape[0] != z.shape[0]:
         raise ValueError(f"weights has {w.shape[0]} rows for {z.shape[0]} inducing points")
+    if not torch.is_grad_enabled():
+        recompute = True  # no backward will come: never keep E
     # Reshapes are views, so autograd maps the gradients back onto the callers' shapes.
     out = _RBFProject.apply(x, z, gamma.reshape(3), alpha.reshape(()), w, chunk_size, recompute)
     return out[:, 0] if vector else out
