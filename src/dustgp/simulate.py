@@ -2,9 +2,10 @@
 
 Truth: a constant background density (1.6e-3 mag/pc, 0.5 mag across 180-500 pc) plus Gaussian clumps at random
 places in the region. The background fills the foreground too (0 .. d_min: 0.29 mag in front of 180 pc), as a
-uniform interstellar medium would; ``foreground=False`` empties it instead. Stars are uniform in l, b and in d³ (uniform space density); their
-extinction is integrated on a fine truth grid (100 × 100 × 115 cells in the paper) with the same partial-cell
-rule the model uses, then Gaussian noise with sigma equal to a fraction (10%) of the true extinction is added.
+uniform interstellar medium would; ``foreground=False`` empties it instead. Stars are uniform in l, b and in d³
+(uniform space density); their extinction is integrated on a fine truth grid (100 × 100 × 115 cells in the paper)
+with the same partial-cell rule the model uses, then Gaussian noise with sigma equal to a fraction (10%) of the
+true extinction is added.
 """
 
 from __future__ import annotations
