@@ -64,6 +64,8 @@ def run(sizes: list[int], m: int, s: int, repeats: int, geometries: list[str]) -
         "rbf_project (default)": rbf_project,
         # small blocks, recomputed: fastest on an idle CPU, fragile when other processes share the cores
         "rbf_project 4MiB blocks": lambda *t: rbf_project(*t, recompute=True, chunk_size=1000),
+        # one block for all of x: the fewest calls, the most robust under load
+        "rbf_project one block": lambda *t: rbf_project(*t, chunk_size=t[0].shape[0]),
     }
     rows = []
     for geometry in geometries:

@@ -41,15 +41,23 @@ __all__ = ["BLOCK_BYTES", "STORE_LIMIT_BYTES", "rbf_cross_covariance", "rbf_proj
 #: memory stays bounded whatever n is.
 STORE_LIMIT_BYTES = 512 * 2**20
 
-#: Size (bytes) of one row block of the n × M temporaries when ``chunk_size`` is not given: n = 14,800 cells
-#: at M = 1000 (59 MB in float32) is a single block. Large blocks are chosen for robustness, not for peak
-#: speed. Every block costs about ten BLAS/ATen calls, each an OpenMP barrier, and when another
-#: multi-threaded process shares the cores a barrier can wait a whole scheduler slice (~10 ms): measured
-#: with 2 threads, n = 14,800, M = 1000, next to a running training job, one block took 0.3 s and
-#: blocks of 1000 rows 1.8 s (plain autograd: 1.5 s). On an otherwise idle CPU the reverse holds, mildly:
-#: recomputing E in 4 MiB blocks (``chunk_size=1000, recompute=True``) keeps them in cache and takes 50 ms
-#: against 65-90 ms for one stored block.
-BLOCK_BYTES = 128 * 2**20
+#: Size (bytes) of one row block of the n × M temporaries when ``chunk_size`` is not given (4096 rows at
+#: M = 1000 in float32). A compromise measured with 2 threads, n = 14,800, M = 1000 (plain autograd: 0.5 s
+#: on an idle CPU, 1.5 s next to a running training job):
+#:
+#: =====================================  ============  ========================
+#: blocks                                 idle CPU      next to a training job
+#: =====================================  ============  ========================
+#: 4 MiB, E recomputed in the backward    55-65 ms      1.8 s
+#: 16 MiB (default), E stored             60-80 ms      0.5 s
+#: one block of 59 MB, E stored           85-100 ms     0.3 s
+#: =====================================  ============  ========================
+#:
+#: Small blocks stay in cache between the GEMM that writes them and the ones that read them, and their buffers
+#: are reused rather than page-faulted in afresh. But every block costs about ten BLAS/ATen calls, each an
+#: OpenMP barrier, and when another multi-threaded process shares the cores a barrier can wait a whole
+#: scheduler slice (~10 ms).
+BLOCK_BYTES = 16 * 2**20
 
 
 def _scaled(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,9 +263,9 @@ def rbf_project(
         Weights on the columns of K_xz, e.g. ``L_zz⁻ᵀ v`` for S whitened samples v.
     chunk_size : int, optional
         Rows of x per block. The result does not depend on it (up to rounding of block-wise sums). Default:
-        blocks of about :data:`BLOCK_BYTES` (one block for n × M up to 128 MiB). On a CPU with no other load,
-        ``chunk_size=1000, recompute=True`` (4 MiB blocks at M = 1000) is ~25 % faster; with other processes
-        on the cores it is several times slower (see :data:`BLOCK_BYTES`).
+        blocks of about :data:`BLOCK_BYTES`. On a CPU with no other load, ``chunk_size=1000, recompute=True``
+        (4 MiB blocks at M = 1000) is ~15 % faster; with other processes on the cores it is several times
+        slower, and one block for all of x (``chunk_size=n``) is the most robust (see :data:`BLOCK_BYTES`).
     recompute : bool, optional
         Recompute E block by block in the backward instead of storing it (n × M elements) from the forward.
         Default: recompute when the n × M matrix would exceed :data:`STORE_LIMIT_BYTES`.
