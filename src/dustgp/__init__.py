@@ -19,15 +19,20 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from .catalog import Catalog, CatalogError
 from .dustmap import DustMap
+from .emission import emission_ratio
 from .fitting import Fit, FitConfig, FitError, fit, load_fit
 from .grid import Grid, GridError
+from .io import read_map, write_map
+from .mass import dust_mass, total_mass
 from .prediction import predict
+from .query import DustMapQuery
 from .simulate import SimulatedSky, paper_experiment, simulate
 
 __all__ = [
     "Catalog",
     "CatalogError",
     "DustMap",
+    "DustMapQuery",
     "Fit",
     "FitConfig",
     "FitError",
@@ -35,9 +40,14 @@ __all__ = [
     "GridError",
     "SimulatedSky",
     "__version__",
+    "dust_mass",
+    "emission_ratio",
     "fit",
     "load_fit",
     "paper_experiment",
     "predict",
+    "read_map",
     "simulate",
+    "total_mass",
+    "write_map",
 ]

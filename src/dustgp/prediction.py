@@ -35,13 +35,18 @@ def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
     """Percentiles (0-100) over axis 0 with linear interpolation (numpy's default), shape ``(len(q), ...)``.
 
     Sorting once serves every level; ``torch.quantile`` refuses inputs of more than 2²⁴ elements.
+
+    >>> percentiles_along(torch.arange(11.0)[:, None], [16, 50, 84]).ravel().tolist()
+    [1.600000023841858, 5.0, 8.399999618530273]
     """
-    ordered = x.sort(dim=0).values
+    # sorting along a contiguous last axis is several times faster than along the strided first one
+    ordered = x.movedim(0, -1).contiguous().sort(dim=-1).values
     position = torch.as_tensor(q, dtype=x.dtype, device=x.device) / 100.0 * (x.shape[0] - 1)
     lower = position.floor().long().clamp(max=x.shape[0] - 1)
     upper = (lower + 1).clamp(max=x.shape[0] - 1)
-    weight = (position - lower).reshape(-1, *([1] * (x.dim() - 1)))
-    return ordered[lower] * (1 - weight) + ordered[upper] * weight
+    weight = position - lower
+    picked = ordered[..., lower] * (1 - weight) + ordered[..., upper] * weight
+    return picked.movedim(-1, 0)
 
 
 def _default_grid(fit: Fit, grid: Grid | None) -> Grid:
@@ -62,7 +67,7 @@ def predict(
     samples: int = 200,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     keep_samples: int = 0,
-    cell_variance: bool = False,
+    cell_variance: bool = True,
     seed: int = 0,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     device: str | None = None,
@@ -83,8 +88,9 @@ def predict(
     keep_samples : int
         Number of density samples kept in the map (for ``query(mode="samples")``); 0 keeps none.
     cell_variance : bool
-        Add each cell's conditional variance given the inducing values as independent noise on phi
-        (costs a triangular solve over all cells, O(n M²)).
+        Add each cell's conditional variance given the inducing values, ``diag(K_xx - K_xz K_zz⁻¹ K_zx)``, as
+        independent noise on phi (O(n M²)). On by default: without it the 16-84% band of the Section 3
+        experiment held the truth in 48.5% of cells, with it 51.9% (``dustgp demo``).
     seed : int
         Seeds the posterior draws.
     chunk_cells : int
@@ -113,6 +119,9 @@ def predict(
     generator = torch.Generator(device=dev).manual_seed(seed)
 
     l_zz = gp.inducing_cholesky()
+    if cell_variance:
+        identity = torch.eye(l_zz.shape[0], dtype=dtype, device=dev)
+        l_zz_inverse = torch.linalg.solve_triangular(l_zz, identity, upper=False)
     weights = gp.projection(gp.sample_whitened(samples, generator=generator), l_zz)  # (M, S)
     lengths = torch.as_tensor(grid.path_lengths, dtype=dtype, device=dev)
     centres = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype).reshape(grid.n_d, grid.n_columns, 3)
@@ -129,10 +138,14 @@ def predict(
     for start in tqdm(starts, disable=not progress, desc="predict", unit="chunk"):
         cols = slice(start, min(start + per_chunk, grid.n_columns))
         x = centres[:, cols].reshape(-1, 3).to(dev) / gp.length_unit
-        phi = gp.phi(x, weights)  # (S, n_d * n_cols)
         if cell_variance:
+            k_xz = gp.cross_covariance(x)
+            phi = gp.mean_module.constant + (k_xz @ weights).T  # (S, n_d * n_cols)
             noise = torch.randn(phi.shape, dtype=dtype, device=dev, generator=generator)
-            phi = phi + noise * gp.conditional_variance(x, l_zz).sqrt()
+            phi = phi + noise * gp.conditional_variance(k_xz, l_zz_inverse).sqrt()
+            del k_xz
+        else:
+            phi = gp.phi(x, weights)
         rho = torch.pow(10.0, phi).reshape(samples, grid.n_d, -1)
         ext = cumulative_extinction(rho, lengths)
         for prefix, value in (("rho", rho), ("a", ext)):
