@@ -401,7 +401,7 @@ def truth_comparison(
         raise ValueError(f"truth_density: expected shape {grid.shape}, got {truth.shape}")
     median = dmap.density(50.0).to_value(u.mag / u.pc)
     d_list = np.atleast_1d(u.Quantity(distances, u.pc).to_value(u.pc))
-    fig = plt.figure(figsize=(11, 3.2 * d_list.size)) if fig is None else fig
+    fig = plt.figure(figsize=(15, 3.6 * d_list.size), layout="constrained") if fig is None else fig
     for row, d in enumerate(d_list):
         i_d = int(np.clip(np.searchsorted(grid.d_edges, d, side="right") - 1, 0, grid.n_d - 1))
         t, m = truth[i_d], median[i_d]
