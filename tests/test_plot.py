@@ -19,27 +19,12 @@ from dustgp import plot
 from dustgp.dustmap import DustMap
 from dustgp.emission import emission_ratio
 from dustgp.grid import Grid
-
-LEVELS = (2.5, 16.0, 50.0, 84.0, 97.5)
+from known_maps import make_map as known_map
 
 
 def make_map(grid: Grid, *, n_samples: int = 4, seed: int = 0) -> DustMap:
-    rng = np.random.default_rng(seed)
-    rho = rng.lognormal(-7, 1, grid.shape)
-    ext = np.cumsum(rho * grid.path_lengths[:, None, None], axis=0)
-    factors = np.array([1.0 + (q - 50.0) / 100.0 for q in LEVELS])[:, None, None, None]
-    samples = rho * rng.lognormal(0, 0.3, (n_samples, *grid.shape)) if n_samples else None
-    return DustMap(
-        grid=grid,
-        percentiles=np.array(LEVELS),
-        density_mean=rho,
-        density_std=0.2 * rho,
-        density_percentiles=factors * rho,
-        extinction_mean=ext,
-        extinction_std=0.2 * ext,
-        extinction_percentiles=factors * ext,
-        density_samples=samples,
-    )
+    rho = np.random.default_rng(seed).lognormal(-7, 1, grid.shape)
+    return known_map(grid, rho, n_samples=n_samples, seed=seed)
 
 
 GRIDS = {

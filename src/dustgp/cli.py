@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 __all__ = ["main"]
 
 logger = logging.getLogger("dustgp")
@@ -140,28 +138,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import plot
     from .io import read_map
+    from .pipeline import write_figures
 
-    dmap = read_map(args.map)
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    grid = dmap.grid
-    distances = args.distances or list(np.linspace(grid.d_min, grid.d_max, 6)[1:-1].round())
-    fig, axes = plt.subplots(1, len(distances), figsize=(4 * len(distances), 3.6), squeeze=False)
-    for ax, d in zip(axes[0], distances, strict=True):
-        plot.density_slice(dmap, d, ax=ax)
-    fig.savefig(folder / "density_slices.png", dpi=110, bbox_inches="tight")
-    fig = plt.figure(figsize=(6, 4.5))
-    plot.extinction_map(dmap, ax=plot.sky_axes(grid, fig=fig))
-    fig.savefig(folder / "total_extinction.png", dpi=110, bbox_inches="tight")
-    for l, b in args.sightline or []:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plot.sightline_profile(dmap, l, b, ax=ax)
-        fig.savefig(folder / f"sightline_l{l:g}_b{b:g}.png", dpi=110, bbox_inches="tight")
-    print(f"wrote figures to {folder}")
+    written = write_figures(read_map(args.map), Path(args.out), distances=args.distances, sightlines=args.sightline)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -187,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clumps", type=int, default=3, help="number of Gaussian overdensities (default 3)")
     p.add_argument("--noise", type=float, default=0.1, help="fractional extinction noise (default 0.1)")
     p.add_argument("--l", type=_axis, default=(50, 90, 100), help="LO,HI,N longitude, deg (default 50,90,100)")
-    p.add_argument("--b", type=_axis, default=(-10, 10, 100), help="LO,HI,N latitude, deg (default -10,10,100)")
+    p.add_argument(
+        "--b",
+        type=_axis,
+        default=(-10, 10, 100),
+        help="LO,HI,N latitude, deg (default -10,10,100; write --b=-10,10,100)",
+    )
     p.add_argument("--d", type=_axis, default=(180, 500, 115), help="LO,HI,N distance, pc (default 180,500,115)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--format", default=None, help="astropy table format, e.g. fits, ascii.ecsv")
@@ -211,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="fit checkpoint (fit.ckpt)")
     p.add_argument("out", help="output map (.nc NetCDF, .fits FITS cube)")
     p.add_argument("--l", type=_axis, help="LO,HI,N longitude, deg")
-    p.add_argument("--b", type=_axis, help="LO,HI,N latitude, deg")
+    p.add_argument("--b", type=_axis, help="LO,HI,N latitude, deg (write --b=-10,10,100 when LO is negative)")
     p.add_argument("--d", type=_axis, help="LO,HI,N distance, pc")
     p.add_argument("--ghost-cells", type=int, default=0, help="foreground cells (0: the training grid's)")
     p.add_argument("--refine", type=float, help="refine the training grid this many times (default 2.5)")

@@ -25,7 +25,7 @@ from .fitting import Fit, fit
 from .simulate import SimulatedSky, simulate
 from .validation import compare_to_truth, holdout_report
 
-__all__ = ["RunResult", "default_demo_config", "run"]
+__all__ = ["RunResult", "default_demo_config", "run", "write_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,28 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def _figures(result: RunResult, folder: Path, slice_distances: list[float] | None) -> list[Path]:
+def write_figures(
+    dmap: DustMap,
+    folder: Path,
+    *,
+    distances: list[float] | None = None,
+    losses: np.ndarray | None = None,
+    sky: SimulatedSky | None = None,
+    sightlines: list[tuple[float, float]] | None = None,
+) -> list[Path]:
+    """Write the standard figures of a map as PNG files into ``folder``.
+
+    Density slices at ``distances`` (pc; default four evenly spaced) — beside the truth when ``sky`` is given —,
+    the total extinction map, the ELBO history when ``losses`` are given, and sightline profiles at
+    ``sightlines`` ((l, b) in deg; default the map's centre).
+    """
     import matplotlib.pyplot as plt
 
     from . import plot
 
     folder.mkdir(parents=True, exist_ok=True)
-    dmap, grid = result.dmap, result.dmap.grid
-    distances = slice_distances or list(np.linspace(grid.d_min, grid.d_max, 6)[1:-1].round())
+    grid = dmap.grid
+    distances = distances or list(np.linspace(grid.d_min, grid.d_max, 6)[1:-1].round())
     written = []
 
     def save(fig: Any, name: str) -> None:
@@ -88,8 +102,8 @@ def _figures(result: RunResult, folder: Path, slice_distances: list[float] | Non
         plt.close(fig)
         written.append(path)
 
-    if result.sky is not None:
-        save(plot.truth_comparison(dmap, result.sky.density_at, distances), "density_truth_comparison.png")
+    if sky is not None:
+        save(plot.truth_comparison(dmap, sky.density_at, distances), "density_truth_comparison.png")
     else:
         fig, axes = plt.subplots(1, len(distances), figsize=(4 * len(distances), 3.6), squeeze=False)
         for ax, d in zip(axes[0], distances, strict=True):
@@ -98,13 +112,14 @@ def _figures(result: RunResult, folder: Path, slice_distances: list[float] | Non
     fig = plt.figure(figsize=(6, 4.5))
     plot.extinction_map(dmap, ax=plot.sky_axes(grid, fig=fig))
     save(fig, "total_extinction.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot.elbo_history(result.fit.losses, ax=ax)
-    save(fig, "elbo.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    centre_l, centre_b = float(np.median(grid.l_centers)), float(np.median(grid.b_centers))
-    plot.sightline_profile(dmap, centre_l, centre_b, ax=ax)
-    save(fig, "sightline_profile.png")
+    if losses is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot.elbo_history(losses, ax=ax)
+        save(fig, "elbo.png")
+    for l, b in sightlines or [(float(np.median(grid.l_centers)), float(np.median(grid.b_centers)))]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot.sightline_profile(dmap, l, b, ax=ax)
+        save(fig, f"sightline_l{l:g}_b{b:g}.png")
     return written
 
 
@@ -190,7 +205,13 @@ def run(
     for fmt, target in zip(formats, targets, strict=True):
         result.files.append(write_map(dmap, target, format=fmt, overwrite=overwrite))
     if config.output.get("figures", True) if figures is None else figures:
-        result.files += _figures(result, folder / "figures", config.output.get("slice_distances"))
+        result.files += write_figures(
+            dmap,
+            folder / "figures",
+            distances=config.output.get("slice_distances"),
+            losses=fitted.losses,
+            sky=sky,
+        )
     report["total_seconds"] = time.perf_counter() - started
     result.files.append(_write_json(folder / "report.json", report))
     return result
