@@ -18,7 +18,6 @@ applies to the variational parameters only (and is 0 by default).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -223,10 +222,12 @@ def _optimizer_args(config: FitConfig):
 
 
 def _set_learning_rates(optimizer: pyro.optim.PyroOptim, config: FitConfig, iteration: int) -> None:
+    if config.lr_decay == 1.0:
+        return  # constant rates: the optimisers already hold them
     factor = config.lr_decay ** (min(iteration, config.lr_decay_iterations) / config.lr_decay_iterations)
-    store = pyro.get_param_store()
+    store, initial = pyro.get_param_store(), _optimizer_args(config)
     for param, optim in optimizer.optim_objs.items():
-        start = _optimizer_args(config)(store.param_name(param))["lr"]
+        start = initial(store.param_name(param))["lr"]
         for group in optim.param_groups:
             group["lr"] = start * factor
 
@@ -489,42 +490,40 @@ def fit(
     gp.train()
     # Pyro's argument validation re-checks the M × M scale_tril at every step, which costs time; the model
     # builds valid distributions by construction and a non-finite loss is caught below.
-    validation = pyro.validation_enabled(False)
-    validation.__enter__()
-    try:
-        for iteration in range(start_iteration + 1, config.max_iterations + 1):
-            _set_learning_rates(optimizer, config, iteration)
-            loss = svi.step()
-            if not math.isfinite(loss):
-                raise FitError(f"the ELBO became {loss} at iteration {iteration}; lower lr (now {config.lr})")
-            losses.append(loss)
-            postfix = {"loss": f"{loss:.5g}"}
-            if iteration % config.check_every == 0:
-                change = rule.update(iteration, objective.mean_log_density())
-                if change is not None:
-                    changes.append((iteration, change))
-                    postfix["map_change"] = f"{change:.3%}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update()
-            if checkpoint is not None and iteration % config.checkpoint_every == 0:
-                save("running")
-            if iteration >= config.min_iterations:
-                if config.stop == "map" and rule.converged:
-                    stopped_by = "map converged"
-                    break
-                if config.stop == "elbo" and _elbo_rule_fires(losses, config):
-                    stopped_by = "elbo rule"
-                    break
-    except KeyboardInterrupt:
-        stopped_by = "interrupted"
-        logger.warning(
-            "interrupted at iteration %d; %s",
-            len(losses),
-            f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint path was given",
-        )
-    finally:
-        validation.__exit__(None, None, None)
-        bar.close()
+    with pyro.validation_enabled(False):
+        try:
+            for iteration in range(start_iteration + 1, config.max_iterations + 1):
+                _set_learning_rates(optimizer, config, iteration)
+                loss = svi.step()
+                if not math.isfinite(loss):
+                    raise FitError(f"the ELBO became {loss} at iteration {iteration}; lower lr (now {config.lr})")
+                losses.append(loss)
+                postfix = {"loss": f"{loss:.5g}"}
+                if iteration % config.check_every == 0:
+                    change = rule.update(iteration, objective.mean_log_density())
+                    if change is not None:
+                        changes.append((iteration, change))
+                        postfix["map_change"] = f"{change:.3%}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update()
+                if checkpoint is not None and iteration % config.checkpoint_every == 0:
+                    save("running")
+                if iteration >= config.min_iterations:
+                    if config.stop == "map" and rule.converged:
+                        stopped_by = "map converged"
+                        break
+                    if config.stop == "elbo" and _elbo_rule_fires(losses, config):
+                        stopped_by = "elbo rule"
+                        break
+        except KeyboardInterrupt:
+            stopped_by = "interrupted"
+            logger.warning(
+                "interrupted at iteration %d; %s",
+                len(losses),
+                f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint path was given",
+            )
+        finally:
+            bar.close()
     gp.eval()
     save(stopped_by)
     result = snapshot(stopped_by)
@@ -612,7 +611,3 @@ def load_fit(path: str | os.PathLike, *, device: str | None = None) -> Fit:
         seconds=float(payload["seconds"]),
         stars={k: int(v) for k, v in payload["stars"].items()},
     )
-
-
-def config_json(config: FitConfig) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)

@@ -46,6 +46,7 @@ from .grid import Grid
 __all__ = [
     "REFERENCE",
     "HealpixDustMap",
+    "atomic_path",
     "celestial_wcs",
     "default_nside",
     "read_emission",
@@ -153,7 +154,7 @@ def _grid_from_edges(l_edges: np.ndarray, b_edges: np.ndarray, d_edges: np.ndarr
 
 
 @contextlib.contextmanager
-def _atomic_path(path: PathType, overwrite: bool) -> Iterator[Path]:
+def atomic_path(path: PathType, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it to ``path`` in one step.
 
     The temporary name keeps the target's suffixes (writers such as astropy choose compression from them) and
@@ -349,7 +350,7 @@ def write_netcdf(
             encoding[str(name)] = {"_FillValue": None}
             if compress and name in ds.data_vars and ds[name].ndim >= 3:
                 encoding[str(name)].update(zlib=True, complevel=4)
-    with _atomic_path(path, overwrite) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
     return Path(path)
 
@@ -625,7 +626,7 @@ def write_fits(dmap: DustMap, path: PathType, *, overwrite: bool = False, sample
             )
         )
     hdus.append(_provenance_hdu(prov))
-    with _atomic_path(path, overwrite) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         fits.HDUList(hdus).writeto(tmp)
     return Path(path)
 
@@ -899,7 +900,7 @@ def write_healpix(
         hdus.append(table(f"EXTINCTION_P{level:g}", dmap.extinction_percentiles[k], EXTINCTION_UNIT, level))
     hdus.append(_distance_bins_hdu(grid))
     hdus.append(_provenance_hdu(prov))
-    with _atomic_path(path, overwrite) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         fits.HDUList(hdus).writeto(tmp)
     return Path(path)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,10 +63,10 @@ def _stars(config: RunConfig) -> tuple[Catalog, SimulatedSky | None]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, default=float)
-    os.replace(tmp, path)
+    from .io import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float))
     return path
 
 
