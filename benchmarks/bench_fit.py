@@ -1,8 +1,9 @@
 """Time to a converged map on the paper's Section 3 experiment, and its accuracy, per stop rule.
 
 Runs the full-size experiment (120,000 stars, 20×20×35 training grid + 2 ghost cells, 1000 inducing points,
-prediction on 100×100×105 cells) with the default stop rule ("map") and the paper's ELBO rule ("elbo"), prints a
-table and writes JSON (machine, versions, threads, every figure).
+prediction on 100×100×105 cells with ``cell_variance=True`` as ``dustgp demo``) with the default stop rule
+("map") and the paper's ELBO rule ("elbo"), prints a table and writes JSON (machine, versions, threads, every
+figure).
 
     .venv/bin/python benchmarks/bench_fit.py                 # full size, ~6 minutes on 2 cores
     .venv/bin/python benchmarks/bench_fit.py --quick         # 20,000 stars, capped iterations: a smoke run
@@ -61,7 +62,7 @@ def main() -> None:
             options["max_iterations"] = 200
         fit = dustgp.fit(sky.catalog, train, progress=False, **options)
         started = time.perf_counter()
-        dmap = fit.predict(predict_grid, samples=200, progress=False)
+        dmap = fit.predict(predict_grid, samples=200, cell_variance=True, progress=False)
         predict_seconds = time.perf_counter() - started
         accuracy = compare_to_truth(dmap, sky)
         rows.append(

@@ -28,6 +28,8 @@ What is measured
   the run (so is marked ``cumulative``). The increase counts numpy and torch CPU allocations alike.
 * **Prediction**: seconds per 10⁶ prediction cells of ``Fit.predict`` (``samples`` joint draws, percentiles,
   extinction integrals) on the paper's 100 × 100 × 105 grid plus two ghost cells.
+* **Combined**: the largest star count and the largest training grid of the axes above in one row (10⁶ stars
+  with about 10⁵ cells at full size), M = 1000.
 * **Scaling exponents**: the least-squares slope of log(time) against log(size) along each axis.
 * **Baseline**: the straightforward GPyTorch + Pyro formulation, as in GPyTorch's Pyro-integration examples: an
   ``ApproximateGP`` with ``CholeskyVariationalDistribution`` and ``VariationalStrategy`` (whitened), its
@@ -107,7 +109,7 @@ QUICK = {
     "prediction_samples": 50,
     "reference": {"shape": (8, 8, 10), "ghost_cells": 2, "stars": 5_000, "inducing": 64},
 }
-AXES = ("stars", "cells", "inducing", "dtype", "prediction", "baseline")
+AXES = ("stars", "cells", "inducing", "dtype", "prediction", "baseline", "combined")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -452,7 +454,8 @@ def run(args: argparse.Namespace, sizes: dict[str, Any]) -> dict[str, Any]:
     reference = sizes["reference"]
     ref_grid = region_grid(reference["shape"], reference["ghost_cells"])
     common = {"iterations": args.iterations, "warmup": args.warmup, "particles": args.particles, "seed": args.seed}
-    n_max = max([reference["stars"], *(sizes["stars"] if "stars" in args.axes else [])])
+    uses_stars = "stars" in args.axes or "combined" in args.axes
+    n_max = max([reference["stars"], *(sizes["stars"] if uses_stars else [])])
     stars = Stars(n_max, tuple(sizes["truth_shape"]), args.seed)
     print(f"simulated {n_max} stars in {stars.seconds:.1f} s")
     header = (
@@ -497,6 +500,14 @@ def run(args: argparse.Namespace, sizes: dict[str, Any]) -> dict[str, Any]:
         for m in sizes["inducing"]:
             row, _ = measure_dustgp(ref_catalog, ref_grid, inducing=m, dtype=default_dtype, **common)
             record("inducing", row)
+    if "combined" in args.axes:
+        # the most stars and the most training cells of the axes above, together in one row
+        grid = region_grid(shape_for_cells(max(sizes["cells"]), reference), reference["ghost_cells"])
+        catalog = stars.catalog(max(sizes["stars"]))
+        row, _ = measure_dustgp(
+            catalog, grid, inducing=reference["inducing"], dtype=default_dtype, statistics_time=True, **common
+        )
+        record("combined", row)
     fits = {}
     if "dtype" in args.axes or "prediction" in args.axes:
         for dtype in sizes["dtypes"]:

@@ -51,6 +51,7 @@ GRIDS = {
     "plain": Grid(l=(50, 90, 8), b=(-10, 10, 6), d=(180, 500, 16), ghost_cells=2),
     "crossing_l0": Grid(l=(350, 10, 10), b=(-5, 5, 4), d=(100, 300, 5), ghost_cells=1),
     "no_ghosts": Grid(l=(120.5, 130.5, 5), b=(20, 30, 5), d=(50, 150, 4), ghost_cells=0),
+    "all_longitudes": Grid(l=(0, 360, 24), b=(-30, 30, 4), d=(100, 300, 3), ghost_cells=1),
 }
 NONUNIFORM = Grid(l=(200, 230, 6), b=(-30, -20, 5), d=[100, 120, 150, 200, 300, 450], ghost_cells=3)
 FIELDS = (
@@ -214,6 +215,16 @@ def test_fits_nonuniform_distance_uses_a_tab_axis(tmp_path: Path) -> None:
         n_reg = grid.n_d - grid.ghost_cells
         _, _, d = wcs.pixel_to_world_values(np.zeros(n_reg), np.zeros(n_reg), np.arange(n_reg))
         np.testing.assert_allclose(d, grid.d_centers[grid.ghost_cells :], rtol=1e-12)
+
+
+def test_celestial_wcs_is_referenced_to_the_middle_of_the_map() -> None:
+    # A CAR projection wraps 180° from its reference longitude; referenced to an edge, a map wider than 180°
+    # would cross that seam (and WCSAxes would label only part of it).
+    wcs = io.celestial_wcs(GRIDS["all_longitudes"])
+    assert wcs.wcs.crval[0] == pytest.approx(180.0)
+    x_edges = np.arange(GRIDS["all_longitudes"].n_l + 1) - 0.5
+    offsets = x_edges - (wcs.wcs.crpix[0] - 1)
+    assert np.all(np.abs(offsets * wcs.wcs.cdelt[0]) <= 180.0 + 1e-9)
 
 
 def test_celestial_wcs_needs_uniform_sky_spacing() -> None:

@@ -203,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=float, help="refine the training grid this many times (default 2.5)")
     p.add_argument("--samples", type=int, default=200, help="posterior samples (default 200)")
     p.add_argument("--keep-samples", type=int, default=0, help="samples stored in the map (default 0)")
-    p.add_argument("--cell-variance", action="store_true", help="add per-cell conditional variance")
+    p.add_argument(
+        "--cell-variance",
+        action="store_true",
+        help="add each cell's conditional variance diag(K_xx - Q_xx) as independent noise on phi: wider bands, "
+        "but extinction biased high where the inducing points leave cells loose (off by default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws (default 0)")
     p.add_argument("--device", help="torch device (default: the fit's)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

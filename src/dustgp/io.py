@@ -205,7 +205,7 @@ def celestial_wcs(grid: Grid) -> WCS:
 
     Pixel ``(x, y)`` (0-based) is longitude cell ``n_l - 1 - x`` (images store the l axis reversed) and
     latitude cell ``y``. Plate carrée (``CAR``) with the reference point on the equator (``CRVAL2 = 0``) is
-    exactly linear in (l, b); ``CRVAL1`` is the longitude of the first pixel's centre, in [0, 360).
+    exactly linear in (l, b); ``CRVAL1`` is the longitude of the middle of the map, in [0, 360).
 
     Parameters
     ----------
@@ -227,13 +227,16 @@ def celestial_wcs(grid: Grid) -> WCS:
         raise ValueError("celestial_wcs: expected uniform l and b spacing for a CAR WCS; use NetCDF instead")
     wcs = WCS(naxis=2)
     first_l = 0.5 * (grid.l_edges[-1] + grid.l_edges[-2])  # the largest longitude is pixel 1
+    mid_l = 0.5 * (grid.l_edges[0] + grid.l_edges[-1])
     first_b = 0.5 * (grid.b_edges[0] + grid.b_edges[1])
     wcs.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
     wcs.wcs.cunit = ["deg", "deg"]
     wcs.wcs.cdelt = [-dl, db]
-    wcs.wcs.crval = [first_l % 360.0, 0.0]
-    # b = CDELT2 * (p - CRPIX2) with CRVAL2 = 0; pixel 1 holds the first latitude centre
-    wcs.wcs.crpix = [1.0, 1.0 - first_b / db]
+    # The reference longitude is the middle of the map, so that native longitudes stay within ±180°: with the
+    # reference on an edge, a map wider than 180° wraps inside the projection and WCSAxes loses its labels.
+    wcs.wcs.crval = [mid_l % 360.0, 0.0]
+    # l = CRVAL1 + CDELT1 (p - CRPIX1): pixel 1 holds first_l; b = CDELT2 (p - CRPIX2) with CRVAL2 = 0
+    wcs.wcs.crpix = [1.0 + (first_l - mid_l) / dl, 1.0 - first_b / db]
     wcs.wcs.set()
     wcs.pixel_shape = (grid.n_l, grid.n_b)
     return wcs

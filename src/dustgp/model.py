@@ -17,8 +17,9 @@ A star's extinction sums correlated log-normal cells, so samples of phi must be 
 
 It costs one pass over the n × M cross-covariance per batch of samples (GPyTorch's default Pyro guide instead draws
 independent per-cell marginals, and its Lanczos joint sampler builds a dense n × n kernel). The per-cell
-conditional variance ``diag(K_xx - K_xz K_zz⁻¹ K_zx)`` can be added as independent noise
-(``cell_variance=True``); it costs a triangular solve over all cells (n M²) and is off by default in training.
+conditional variance ``diag(K_xx - K_xz K_zz⁻¹ K_zx)`` is not part of the trained model (training would pay
+n M² per iteration for it); prediction can add it as independent noise on request (``cell_variance=True``), at
+the price of extinction biased high where it is large (see :func:`dustgp.prediction.predict`).
 
 Coordinates inside the model are divided by ``length_unit`` (pc) so that all learnable quantities are of order
 one; :meth:`DustGP.hyperparameters` reports them in physical units.

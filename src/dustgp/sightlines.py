@@ -155,28 +155,40 @@ class Sightlines:
 
 @dataclass(frozen=True)
 class GaussianStatistics:
-    """Sufficient statistics of the Gaussian log-likelihood of all stars.
+    """Sufficient statistics of the Gaussian log-likelihood of all stars, per cell.
 
     .. math::
 
         \\ln p(A \\mid \\rho) = -\\tfrac12 \\left[\\rho^\\top H \\rho - 2 g^\\top \\rho
         + \\sum_i A_i^2/\\sigma_i^2 + \\sum_i \\ln(2\\pi\\sigma_i^2)\\right]
 
-    with ``H = Wᵀ Σ⁻¹ W`` (block diagonal, one block per column) and ``g = Wᵀ Σ⁻¹ A``.
+    with ``H = Wᵀ Σ⁻¹ W`` and ``g = Wᵀ Σ⁻¹ A`` (METHOD.md §10). H is block diagonal (one n_d × n_d block per
+    sightline column) and every block has the structure of a sightline integral, so H is never stored. A star
+    ending in cell J of its column, having crossed a fraction f of it, has model extinction ``C_J + f u_J`` with
+    ``u_j = rho_j ℓ_j`` and ``C_J = Σ_{j<J} u_j``; summed over the stars of each cell,
+
+    .. math::
+
+        \\sum_i w_i (A_i - a_i)^2 = \\sum_J \\big[S_0 C_J^2 + 2 S_1 C_J u_J + S_2 u_J^2
+        - 2 T_0 C_J - 2 T_1 u_J\\big] + \\sum_i w_i a_i^2,
+
+    with ``S_k = Σ w_i f_i^k`` and ``T_k = Σ w_i f_i^k a_i`` over the stars of cell J and ``w = 1/σ²``. Five
+    numbers per cell and one cumulative sum per density field: the likelihood of any number of stars costs
+    O(cells) per sample, no more than reading the density once.
 
     Attributes
     ----------
-    blocks : torch.Tensor, shape (n_columns, n_d, n_d)
-        The diagonal blocks of H, pc² mag⁻².
-    g : torch.Tensor, shape (n_d, n_columns)
-        ``Wᵀ Σ⁻¹ A`` in cell layout, pc mag⁻¹.
+    moments : torch.Tensor, shape (5, n_d, n_columns)
+        S_0 (mag⁻²), S_1 (mag⁻²), S_2 (mag⁻²), T_0 (mag⁻¹), T_1 (mag⁻¹) per cell.
+    path_lengths : torch.Tensor, shape (n_d,)
+        Length of each distance bin along the sightline, pc.
     constant : float
         ``Σ A²/σ² + Σ ln(2πσ²)``.
     n_stars : int
     """
 
-    blocks: torch.Tensor
-    g: torch.Tensor
+    moments: torch.Tensor
+    path_lengths: torch.Tensor
     constant: float
     n_stars: int
 
@@ -189,7 +201,7 @@ class GaussianStatistics:
         *,
         dtype: torch.dtype = torch.float64,
     ) -> GaussianStatistics:
-        """Accumulate H and g in one pass over the stars (no star loop, no dense star × cell matrix).
+        """Accumulate the per-cell moments in one pass over the stars (no star loop, no star × cell matrix).
 
         ``extinction`` and ``sigma`` (mag) are per star of ``sightlines`` (already restricted to kept stars).
         """
@@ -198,36 +210,22 @@ class GaussianStatistics:
         a = np.asarray(extinction, dtype=float)
         w = 1.0 / np.asarray(sigma, dtype=float) ** 2
         f = sightlines.fraction
-        bins = sightlines.column * n_d + sightlines.cell
-
-        def binned(values: np.ndarray) -> np.ndarray:
-            return np.bincount(bins, weights=values, minlength=n_col * n_d).reshape(n_col, n_d)
-
-        s0, s1, s2 = binned(w), binned(w * f), binned(w * f * f)
-        t0, t1 = binned(w * a), binned(w * f * a)
-        # Stars ending in cell J contribute 1·1 to every (j, k) with j, k < J, f to (J, k<J) and (j<J, J), f² to (J, J).
-        beyond0 = np.cumsum(s0[:, ::-1], axis=1)[:, ::-1]  # sum over J >= m
-        beyond0 = np.concatenate([beyond0[:, 1:], np.zeros((n_col, 1))], axis=1)  # sum over J > m
-        jj, kk = np.meshgrid(np.arange(n_d), np.arange(n_d), indexing="ij")
-        top = np.maximum(jj, kk)
-        v = beyond0[:, top] + np.where(jj == kk, s2[:, top], s1[:, top])
-        lengths = grid.path_lengths
-        blocks = v * lengths[None, :, None] * lengths[None, None, :]
-        tbeyond = np.cumsum(t0[:, ::-1], axis=1)[:, ::-1]
-        tbeyond = np.concatenate([tbeyond[:, 1:], np.zeros((n_col, 1))], axis=1)
-        g = (tbeyond + t1) * lengths[None, :]
+        bins = sightlines.cell * n_col + sightlines.column
+        per_star = (w, w * f, w * f * f, w * a, w * f * a)  # S_0, S_1, S_2, T_0, T_1
+        moments = np.stack([np.bincount(bins, weights=v, minlength=n_d * n_col) for v in per_star])
+        moments = moments.reshape(5, n_d, n_col)
         constant = float(np.sum(w * a * a) + np.sum(np.log(2.0 * np.pi / w)))
         return cls(
-            blocks=torch.as_tensor(blocks, dtype=dtype),
-            g=torch.as_tensor(g.T.copy(), dtype=dtype),
+            moments=torch.as_tensor(moments, dtype=dtype),
+            path_lengths=torch.as_tensor(grid.path_lengths, dtype=dtype),
             constant=constant,
             n_stars=len(sightlines),
         )
 
     def to(self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GaussianStatistics:
         return GaussianStatistics(
-            blocks=self.blocks.to(dtype=dtype, device=device),
-            g=self.g.to(dtype=dtype, device=device),
+            moments=self.moments.to(dtype=dtype, device=device),
+            path_lengths=self.path_lengths.to(dtype=dtype, device=device),
             constant=self.constant,
             n_stars=self.n_stars,
         )
@@ -238,8 +236,8 @@ class GaussianStatistics:
         Returns a tensor of shape ``(...)``. The constant is added in float64 arithmetic outside autograd's
         concern: it carries no gradient, and in float32 it would swamp the data-dependent part.
         """
-        rho_cols = density.transpose(-1, -2)  # (..., n_col, n_d)
-        h_rho = torch.einsum("cjk,...ck->...cj", self.blocks, rho_cols)
-        quadratic = (rho_cols * h_rho).sum(dim=(-1, -2))
-        linear = (density * self.g).sum(dim=(-1, -2))
-        return -0.5 * (quadratic - 2.0 * linear) - 0.5 * self.constant
+        u = density * self.path_lengths[:, None]
+        before = torch.cumsum(u, dim=-2) - u  # extinction at the near edge of each cell, C_J
+        s0, s1, s2, t0, t1 = self.moments
+        chi2 = before * (s0 * before + 2.0 * s1 * u - 2.0 * t0) + u * (s2 * u - 2.0 * t1)
+        return -0.5 * chi2.sum(dim=(-1, -2)) - 0.5 * self.constant
