@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dustgp.kernels import rbf_project
+from dustgp.kernels import Workspace, rbf_project
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel.json"
 GEOMETRIES = {"compact": 3.0, "wide": 10.0}
@@ -59,9 +59,12 @@ def time_once(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], grad_
 
 
 def run(sizes: list[int], m: int, s: int, repeats: int, geometries: list[str]) -> list[dict]:
+    workspace = Workspace()
     variants: dict[str, Callable[..., torch.Tensor]] = {
         "naive autograd": naive_project,
         "rbf_project (default)": rbf_project,
+        # as training calls it: one workspace reused from call to call, so no n × M buffer is faulted in afresh
+        "rbf_project + workspace": lambda *t: rbf_project(*t, workspace=workspace),
         # small blocks, recomputed: fastest on an idle CPU, fragile when other processes share the cores
         "rbf_project 4MiB blocks": lambda *t: rbf_project(*t, recompute=True, chunk_size=1000),
         # one block for all of x: the fewest calls, the most robust under load

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dustgp.kernels import rbf_cross_covariance, rbf_project
+from dustgp.kernels import Workspace, rbf_cross_covariance, rbf_project
 
 NAMES = ("x", "z", "gamma", "alpha", "weights")
 
@@ -105,6 +105,32 @@ def test_chunked_equals_unchunked(chunk_size, recompute):
     torch.testing.assert_close(out_c, out, rtol=1e-12, atol=1e-12)
     for name, a, b in zip(NAMES, grads_c, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_workspace_reuse_gives_the_same_values_and_gradients(recompute):
+    """A shared workspace across calls, including two forwards before either backward, changes nothing."""
+    workspace = Workspace()
+    options = {"recompute": recompute, "chunk_size": 64, "workspace": workspace}
+    first = make_inputs(300, 50, 3, dtype=torch.float64, seed=0, x_grad=True)
+    second = make_inputs(300, 50, 3, dtype=torch.float64, seed=1, x_grad=True)
+    grad_out = torch.randn(300, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = [values_and_grads(rbf_project, inputs, grad_out) for inputs in (first, second)]
+
+    # Both graphs alive at once: the second forward must not write into memory the first backward reads.
+    out_1, out_2 = rbf_project(*first, **options), rbf_project(*second, **options)
+    got = [
+        (out.detach(), torch.autograd.grad(out, [t for t in inputs if t.requires_grad], grad_out))
+        for out, inputs in ((out_2, second), (out_1, first))
+    ][::-1]
+    # And again, now that the buffers have been given back and are reused.
+    got_again = [values_and_grads(rbf_project, inputs, grad_out, **options) for inputs in (first, second)]
+    for (out, grads), (out_a, grads_a), (out_b, grads_b) in zip(expected, got, got_again, strict=True):
+        torch.testing.assert_close(out_a, out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out_b, out, rtol=1e-12, atol=1e-12)
+        for name, a, b, c in zip(NAMES, grads, grads_a, grads_b, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10, msg=name)
+            torch.testing.assert_close(c, a, rtol=1e-10, atol=1e-10, msg=name)
 
 
 def test_store_threshold_switches_to_recompute(monkeypatch):

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .catalog import Catalog
 from .grid import Grid, lbd_to_xyz
+from .kernels import Workspace
 from .model import DustGP
 from .sightlines import GaussianStatistics, Sightlines
 
@@ -190,6 +191,7 @@ class _Elbo:
     def __init__(self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid) -> None:
         self.gp, self.cells, self.stats = gp, cells, stats
         self.shape = (grid.n_d, grid.n_columns)
+        self.workspace = Workspace()
 
     def model(self) -> None:
         pyro.module("dustgp", self.gp)
@@ -197,7 +199,7 @@ class _Elbo:
         prior = _WhitenedPrior(pdist.Normal(torch.zeros_like(m), torch.ones_like(m)), 1)
         v = pyro.sample("v", prior)
         weights = self.gp.projection(v.reshape(-1, m.shape[0]), self.gp.inducing_cholesky())
-        density = torch.pow(10.0, self.gp.phi(self.cells, weights)).reshape(-1, *self.shape)
+        density = torch.pow(10.0, self.gp.phi(self.cells, weights, self.workspace)).reshape(-1, *self.shape)
         pyro.factor("stars", self.stats.log_likelihood(density).reshape(v.shape[:-1]))
 
     def guide(self) -> None:
@@ -209,7 +211,7 @@ class _Elbo:
     def mean_log_density(self) -> torch.Tensor:
         """log10 density of the posterior-mean phi on the training cells (no sampling)."""
         weights = self.gp.projection(self.gp.variational_mean[None, :], self.gp.inducing_cholesky())
-        return self.gp.phi(self.cells, weights)[0]
+        return self.gp.phi(self.cells, weights, self.workspace)[0]
 
 
 def _optimizer_args(config: FitConfig):

@@ -34,7 +34,7 @@ import math
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["BLOCK_BYTES", "STORE_LIMIT_BYTES", "rbf_cross_covariance", "rbf_project"]
+__all__ = ["BLOCK_BYTES", "STORE_LIMIT_BYTES", "Workspace", "rbf_cross_covariance", "rbf_project"]
 
 #: Largest n × M matrix E (bytes) that :func:`rbf_project` keeps between forward and backward by default; a
 #: larger one is recomputed block by block in the backward instead (one extra GEMM + exp per block), so that
@@ -56,8 +56,39 @@ STORE_LIMIT_BYTES = 512 * 2**20
 #: Small blocks stay in cache between the GEMM that writes them and the ones that read them, and their buffers
 #: are reused rather than page-faulted in afresh. But every block costs about ten BLAS/ATen calls, each an
 #: OpenMP barrier, and when another multi-threaded process shares the cores a barrier can wait a whole
-#: scheduler slice (~10 ms).
+#: scheduler slice (~10 ms). Training passes a :class:`Workspace`, which removes the page faults of the stored
+#: E (benchmarks/bench_kernel.py, "+ workspace": 74 ms against 100 ms for the default at this size).
 BLOCK_BYTES = 16 * 2**20
+
+
+class Workspace:
+    """Scratch buffers that :func:`rbf_project` reuses from one call to the next (one training loop owns one).
+
+    Why: an allocation of more than a few MiB is mapped afresh from the operating system and handed back on
+    free, so a new n × M buffer every iteration pays a page fault per 4 KiB on first write. Measured with 2
+    threads at n = 14,800, M = 1000, float32: the distance GEMM took 30 ms into a fresh buffer and 8 ms into a
+    reused one, 23 ms of a 150 ms training iteration.
+
+    A buffer is taken out while in use and given back after the backward, so two forward passes before one
+    backward (or a forward whose graph is dropped) get separate memory rather than overwriting each other.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, torch.Tensor] = {}
+
+    def take(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised (rows, cols) tensor of ``like``'s dtype and device, reused when one is free."""
+        buffer = self._free.pop((rows, cols, like.dtype, like.device), None)
+        return like.new_empty(rows, cols) if buffer is None else buffer
+
+    def give_back(self, buffer: torch.Tensor | None) -> None:
+        """Return a buffer from :meth:`take` for later calls; its contents are no longer needed."""
+        if buffer is not None:
+            self._free[(*buffer.shape, buffer.dtype, buffer.device)] = buffer
+
+
+def _take(workspace: Workspace | None, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(rows, cols) if workspace is None else workspace.take(rows, cols, like)
 
 
 def _scaled(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +156,7 @@ class _RBFProject(torch.autograd.Function):
         weights: torch.Tensor,
         chunk_size: int | None,
         recompute: bool | None,
+        workspace: Workspace | None,
     ) -> torch.Tensor:
         n, m = x.shape[0], z.shape[0]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
@@ -138,18 +170,21 @@ class _RBFProject(torch.autograd.Function):
         xs, zs = _scaled(x, z, gamma)
         xa, za = _augmented(xs, zs)
         ew = weights.new_empty(n, weights.shape[1])
-        e_all = x.new_empty(n, m) if store else None
-        buf = None if store else x.new_empty(min(block, n), m)
+        e_all = _take(workspace, n, m, x) if store else None
+        buf = None if store else _take(workspace, min(block, n), m, x)
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             e = e_all[lo:hi] if e_all is not None else buf[: hi - lo]  # type: ignore[index]
             _exp_block(xa[lo:hi], za, e)
             torch.mm(e, weights, out=ew[lo:hi])
+        if workspace is not None:
+            workspace.give_back(buf)
 
         # xa and za (n × 5, M × 5) are kept rather than recomputed: on a busy machine every small op is an
         # OpenMP barrier that can cost a scheduler time slice, so the backward should start straight on n × M.
         ctx.save_for_backward(xa, za, gamma, alpha, weights, ew, e_all)
         ctx.block = block  # type: ignore[attr-defined]
+        ctx.workspace = workspace  # type: ignore[attr-defined]
         return ew * alpha
 
     @staticmethod
@@ -166,13 +201,13 @@ class _RBFProject(torch.autograd.Function):
             grad_alpha = (g * ew).sum()
         need_p = need_x or need_z or need_gamma
         if not (need_p or need_w):
-            return grad_x, grad_z, grad_gamma, grad_alpha, grad_w, None, None
+            return grad_x, grad_z, grad_gamma, grad_alpha, grad_w, None, None, None
 
         xs, zs = xa[:, :3], za[:, :3]
-        block = ctx.block  # type: ignore[attr-defined]
+        block, workspace = ctx.block, ctx.workspace  # type: ignore[attr-defined]
         rows = min(block, n)
-        e_buf = xa.new_empty(rows, m) if e_all is None else None
-        p_buf = xa.new_empty(rows, m) if need_p else None
+        e_buf = _take(workspace, rows, m, xa) if e_all is None else None
+        p_buf = _take(workspace, rows, m, xa) if need_p else None
         gw = weights.new_zeros(m, weights.shape[1]) if need_w else None
         if need_z or need_gamma:
             # Bᵀ P with B = [xs, xs², 1] (n, 7): rows 0-2 are (Pᵀ xs)ᵀ, rows 3-5 sum to Σ_i r_i xs_i², row 6
@@ -200,6 +235,9 @@ class _RBFProject(torch.autograd.Function):
                 if need_x:
                     torch.mm(p, z1, out=px[lo:hi])
 
+        if workspace is not None:
+            for buffer in (e_all, e_buf, p_buf):
+                workspace.give_back(buffer)
         if gw is not None:
             grad_w = gw.mul_(alpha)
         scale = alpha / gamma  # (3,)
@@ -215,7 +253,7 @@ class _RBFProject(torch.autograd.Function):
         if need_x:
             # dL/dx_ik = -α/γ_k Σ_j P_ij (xs_ik - zs_jk)
             grad_x = -scale * (xs * px[:, 3:] - px[:, :3])
-        return grad_x, grad_z, grad_gamma, grad_alpha, grad_w, None, None
+        return grad_x, grad_z, grad_gamma, grad_alpha, grad_w, None, None, None
 
 
 def rbf_project(
@@ -227,6 +265,7 @@ def rbf_project(
     *,
     chunk_size: int | None = None,
     recompute: bool | None = None,
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """``K_xz @ weights`` for the ARD RBF kernel, with a fused, memory-lean forward and backward.
 
@@ -269,6 +308,8 @@ def rbf_project(
     recompute : bool, optional
         Recompute E block by block in the backward instead of storing it (n × M elements) from the forward.
         Default: recompute when the n × M matrix would exceed :data:`STORE_LIMIT_BYTES`.
+    workspace : Workspace, optional
+        Scratch memory reused across calls (pass the same one on every iteration of a training loop).
 
     Returns
     -------
@@ -290,7 +331,7 @@ def rbf_project(
     if not torch.is_grad_enabled():
         recompute = True  # no backward will come: never keep E
     # Reshapes are views, so autograd maps the gradients back onto the callers' shapes.
-    out = _RBFProject.apply(x, z, gamma.reshape(3), alpha.reshape(()), w, chunk_size, recompute)
+    out = _RBFProject.apply(x, z, gamma.reshape(3), alpha.reshape(()), w, chunk_size, recompute, workspace)
     return out[:, 0] if vector else out
 
 

@@ -34,7 +34,7 @@ import torch
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
 from linear_operator.utils.cholesky import psd_safe_cholesky
 
-from .kernels import rbf_cross_covariance, rbf_project
+from .kernels import Workspace, rbf_cross_covariance, rbf_project
 
 __all__ = ["DustGP"]
 
@@ -123,14 +123,17 @@ class DustGP(gpytorch.models.ApproximateGP):
         """``L_zz⁻ᵀ vᵀ``: whitened inducing values (S, M) mapped to weights (M, S) on K_xz."""
         return torch.linalg.solve_triangular(l_zz.T, v.T, upper=True)
 
-    def phi(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def phi(self, x: torch.Tensor, weights: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
         """phi = c + K_xz weights at positions ``x`` (internal units), shape (S, n).
 
         The product goes through :func:`dustgp.kernels.rbf_project`, which never materialises K_xz with its
         autograd graph: the hot loop of training, ~8× faster than plain autograd (benchmarks/bench_kernel.py).
+        A training loop passes the same ``workspace`` at every iteration so its n × M scratch memory is reused.
         """
         gamma = self.covar_module.base_kernel.lengthscale.reshape(3)
-        projected = rbf_project(x, self.inducing_points, gamma, self.covar_module.outputscale, weights)
+        projected = rbf_project(
+            x, self.inducing_points, gamma, self.covar_module.outputscale, weights, workspace=workspace
+        )
         return self.mean_module.constant + projected.T
 
     def conditional_variance(self, k_xz: torch.Tensor, l_zz_inverse: torch.Tensor) -> torch.Tensor:
