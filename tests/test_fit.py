@@ -119,6 +119,18 @@ def test_checkpoint_resumes_to_the_same_state(sky, tmp_path) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_resumed_fit_takes_new_learning_rates(sky, tmp_path) -> None:
+    options = {**SMALL_FIT, "inducing_points": 60, "stop": "none", "progress": False}
+    ckpt = tmp_path / "fit.ckpt"
+    saved = dustgp.fit(sky.catalog, TRAIN, max_iterations=6, checkpoint=ckpt, **options).model.state_dict()
+    # rates ~1e-12 leave every parameter where it was; the checkpoint's own rates (0.02) would move them
+    frozen = dustgp.fit(
+        sky.catalog, TRAIN, resume=ckpt, max_iterations=10, lr=1e-12, lr_covariance=1e-12, progress=False
+    )
+    for (name, a), b in zip(saved.items(), frozen.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=name)
+
+
 def test_checkpoint_loads_without_code_and_predicts(sky, fitted, tmp_path) -> None:
     path = fitted.save(tmp_path / "fit.ckpt")
     torch.load(path, weights_only=True)  # no pickled objects: loads with weights_only

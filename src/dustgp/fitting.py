@@ -226,6 +226,19 @@ def _optimizer_args(config: FitConfig):
     return args
 
 
+def _with_learning_rates(state: dict[str, Any], config: FitConfig) -> dict[str, Any]:
+    """A checkpoint's optimiser state with this fit's learning rates and weight decay.
+
+    Loading an optimiser state restores the rates it was saved with; without this, rates given as options to a
+    resumed fit would be silently ignored.
+    """
+    args = _optimizer_args(config)
+    for name, optim_state in state.items():
+        for group in optim_state["param_groups"]:
+            group.update(args(name))
+    return state
+
+
 def _set_learning_rates(optimizer: pyro.optim.PyroOptim, config: FitConfig, iteration: int) -> None:
     if config.lr_decay == 1.0:
         return  # constant rates: the optimisers already hold them
@@ -388,7 +401,7 @@ def fit(
         Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C (atomically).
     resume : path, optional
         Continue from this checkpoint (its model, optimiser and random state; ``options`` may raise
-        ``max_iterations`` or change the stop rule).
+        ``max_iterations``, change the stop rule or set new learning rates).
     progress : bool
         Show a progress bar (stderr) with iteration, loss, map change and ETA.
 
@@ -458,7 +471,7 @@ def fit(
     pyro.clear_param_store()
     optimizer = pyro.optim.AdamW(_optimizer_args(config))
     if previous:
-        optimizer.set_state(previous["optimizer"])
+        optimizer.set_state(_with_learning_rates(previous["optimizer"], config))
         torch.set_rng_state(previous["rng"])
     elbo = TraceMeanField_ELBO(num_particles=config.particles, vectorize_particles=True, max_plate_nesting=0)
     svi = SVI(objective.model, objective.guide, optimizer, loss=elbo)
