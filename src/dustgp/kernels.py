@@ -87,10 +87,6 @@ class Workspace:
             self._free[(*buffer.shape, buffer.dtype, buffer.device)] = buffer
 
 
-def _take(workspace: Workspace | None, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty(rows, cols) if workspace is None else workspace.take(rows, cols, like)
-
-
 def _scaled(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Coordinates divided by gamma and shifted to the centroid of the inducing points.
 
@@ -156,7 +152,7 @@ class _RBFProject(torch.autograd.Function):
         weights: torch.Tensor,
         chunk_size: int | None,
         recompute: bool | None,
-        workspace: Workspace | None,
+        workspace: Workspace,
     ) -> torch.Tensor:
         n, m = x.shape[0], z.shape[0]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
@@ -170,15 +166,14 @@ class _RBFProject(torch.autograd.Function):
         xs, zs = _scaled(x, z, gamma)
         xa, za = _augmented(xs, zs)
         ew = weights.new_empty(n, weights.shape[1])
-        e_all = _take(workspace, n, m, x) if store else None
-        buf = None if store else _take(workspace, min(block, n), m, x)
+        e_all = workspace.take(n, m, x) if store else None
+        buf = None if store else workspace.take(min(block, n), m, x)
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             e = e_all[lo:hi] if e_all is not None else buf[: hi - lo]  # type: ignore[index]
             _exp_block(xa[lo:hi], za, e)
             torch.mm(e, weights, out=ew[lo:hi])
-        if workspace is not None:
-            workspace.give_back(buf)
+        workspace.give_back(buf)
 
         # xa and za (n × 5, M × 5) are kept rather than recomputed: on a busy machine every small op is an
         # OpenMP barrier that can cost a scheduler time slice, so the backward should start straight on n × M.
@@ -206,8 +201,8 @@ class _RBFProject(torch.autograd.Function):
         xs, zs = xa[:, :3], za[:, :3]
         block, workspace = ctx.block, ctx.workspace  # type: ignore[attr-defined]
         rows = min(block, n)
-        e_buf = _take(workspace, rows, m, xa) if e_all is None else None
-        p_buf = _take(workspace, rows, m, xa) if need_p else None
+        e_buf = workspace.take(rows, m, xa) if e_all is None else None
+        p_buf = workspace.take(rows, m, xa) if need_p else None
         gw = weights.new_zeros(m, weights.shape[1]) if need_w else None
         if need_z or need_gamma:
             # Bᵀ P with B = [xs, xs², 1] (n, 7): rows 0-2 are (Pᵀ xs)ᵀ, rows 3-5 sum to Σ_i r_i xs_i², row 6
@@ -235,9 +230,8 @@ class _RBFProject(torch.autograd.Function):
                 if need_x:
                     torch.mm(p, z1, out=px[lo:hi])
 
-        if workspace is not None:
-            for buffer in (e_all, e_buf, p_buf):
-                workspace.give_back(buffer)
+        for buffer in (e_all, e_buf, p_buf):
+            workspace.give_back(buffer)
         if gw is not None:
             grad_w = gw.mul_(alpha)
         scale = alpha / gamma  # (3,)
@@ -309,7 +303,8 @@ def rbf_project(
         Recompute E block by block in the backward instead of storing it (n × M elements) from the forward.
         Default: recompute when the n × M matrix would exceed :data:`STORE_LIMIT_BYTES`.
     workspace : Workspace, optional
-        Scratch memory reused across calls (pass the same one on every iteration of a training loop).
+        Scratch memory reused across calls (pass the same one on every iteration of a training loop); by
+        default a fresh one, freed with the autograd graph.
 
     Returns
     -------
@@ -331,6 +326,7 @@ def rbf_project(
     if not torch.is_grad_enabled():
         recompute = True  # no backward will come: never keep E
     # Reshapes are views, so autograd maps the gradients back onto the callers' shapes.
+    workspace = Workspace() if workspace is None else workspace
     out = _RBFProject.apply(x, z, gamma.reshape(3), alpha.reshape(()), w, chunk_size, recompute, workspace)
     return out[:, 0] if vector else out
 

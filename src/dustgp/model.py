@@ -52,10 +52,10 @@ def _cholesky(k_zz: torch.Tensor, jitter: float) -> torch.Tensor:
 class _WhitenedProjection(torch.autograd.Function):
     """``W = L⁻ᵀ V`` with ``L = chol(K)``, differentiable in K and V with O(M²S) work besides two solves.
 
-    With ``B = L⁻¹ ∂L/∂W``: ``∂L/∂V = B`` and ``∂L/∂L = -W Bᵀ``, so the ``Lᵀ ∂L/∂L`` of the Cholesky backward
-    (Murray 2016, arXiv:1602.07527) is ``-V Bᵀ``, an M × S by S × M product, where the generic backward
-    multiplies two M × M matrices. The rest is that backward:
-    ``∂L/∂K = L⁻ᵀ Ψ L⁻¹`` with ``Ψ = ½(T + T_strictᵀ)``, ``T = tril(Lᵀ ∂L/∂L)``.
+    For a loss ℓ, with ``B = L⁻¹ ∂ℓ/∂W``: ``∂ℓ/∂V = B`` and ``∂ℓ/∂L = -W Bᵀ``, so the ``Lᵀ ∂ℓ/∂L`` of the
+    Cholesky backward (Murray 2016, arXiv:1602.07527) is ``-V Bᵀ``, an M × S by S × M product, where the
+    generic backward multiplies two M × M matrices. The rest is that backward:
+    ``∂ℓ/∂K = L⁻ᵀ Ψ L⁻¹`` with ``Ψ = ½(T + T_strictᵀ)``, ``T = tril(Lᵀ ∂ℓ/∂L)``.
     """
 
     @staticmethod
@@ -164,7 +164,7 @@ class DustGP(gpytorch.models.ApproximateGP):
         """``L_zz⁻ᵀ vᵀ`` as :meth:`projection` of :meth:`inducing_cholesky`, with a backward made for training.
 
         Same values; the gradient with respect to K_zz skips the M × M product of the generic Cholesky
-        backward, because here ``L_zzᵀ ∂L/∂L_zz`` is the rank-S matrix ``-vᵀ Bᵀ`` (see
+        backward, because here ``L_zzᵀ ∂ℓ/∂L_zz`` is the rank-S matrix ``-vᵀ Bᵀ`` (see
         :class:`_WhitenedProjection`). Measured at the Section 3 size (M = 1000, 32 samples, float32, 2
         threads): 0.146 → 0.123 s per training iteration.
         """
