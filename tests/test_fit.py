@@ -68,6 +68,37 @@ def test_cell_variance_keeps_the_mean_extinction(fitted) -> None:
     assert np.median(noisy.extinction_std[-1]) > np.median(plain.extinction_std[-1])
 
 
+@pytest.mark.parametrize(
+    ("d", "asked", "expected"),
+    [
+        ((180, 500, 10), 0, 2),  # same d_min: the trained layout
+        ((180, 500, 10), 1, 2),  # one 0-180 pc cell would evaluate the density between the trained centres
+        ((180, 500, 10), 5, 5),  # finer than trained: kept
+        ((360, 500, 5), 1, 40),  # in front of 360 pc lie trained cells 320/35 pc wide
+        ((60, 500, 10), 1, 1),  # inside the first trained ghost cell
+    ],
+)
+def test_prediction_foreground_is_as_fine_as_the_trained_one(d, asked, expected) -> None:
+    from types import SimpleNamespace
+
+    from dustgp.prediction import _default_grid
+
+    trained = Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
+    grid = _default_grid(SimpleNamespace(grid=trained), Grid(l=(50, 90, 8), b=(-10, 10, 8), d=d, ghost_cells=asked))
+    assert grid.ghost_cells == expected
+    assert grid.d_min == d[0]
+    if expected == trained.ghost_cells:
+        np.testing.assert_array_equal(grid.d_edges[:3], trained.d_edges[:3])  # the trained ghost cells exactly
+
+
+def test_prediction_reproduces_the_trained_foreground(fitted) -> None:
+    # A grid asked for without ghost cells gets the trained ones: the extinction at d_min is that of training.
+    plain = fitted.predict(TRAIN, samples=20, progress=False)
+    without = fitted.predict(TRAIN.with_ghost_cells(0), samples=20, progress=False)
+    assert without.grid.ghost_cells == TRAIN.ghost_cells
+    np.testing.assert_allclose(without.extinction_mean, plain.extinction_mean, rtol=1e-6)
+
+
 def test_every_trained_parameter_receives_a_gradient(sky) -> None:
     sl = Sightlines.from_positions(TRAIN, sky.catalog.l, sky.catalog.b, sky.catalog.distance)
     stats = GaussianStatistics.from_stars(sl, sky.catalog.extinction, sky.catalog.extinction_err)

@@ -53,11 +53,30 @@ def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
 def _default_grid(fit: Fit, grid: Grid | None) -> Grid:
     if grid is None:
         grid = fit.grid.refined(2.5)
-    if grid.ghost_cells == 0 and fit.grid.ghost_cells > 0 and grid.d_min > 0:
-        # without a foreground the extinction of the map would miss the dust in front of d_min
-        grid = grid.with_ghost_cells(fit.grid.ghost_cells)
-        logger.info("prediction grid: added %d foreground ghost cells in front of %g pc", grid.ghost_cells, grid.d_min)
+    needed = _foreground_cells_needed(fit.grid, grid.d_min)
+    if grid.ghost_cells < needed:
+        grid = grid.with_ghost_cells(needed)
+        logger.info("prediction grid: %d foreground ghost cells in front of %g pc", needed, grid.d_min)
     return grid
+
+
+def _foreground_cells_needed(trained: Grid, d_min: float) -> int:
+    """Ghost cells a prediction grid starting at ``d_min`` (pc) needs to reproduce the trained foreground.
+
+    A cell's density is the one at its centre, and the stars constrain the trained cells' sum of density ×
+    length. Ghost cells wider than the trained cells they cover evaluate the density elsewhere and lose that
+    sum: on the Section 3 experiment (two trained ghost cells, 0-180 pc), one prediction ghost cell gave
+    0.259 mag of foreground extinction instead of 0.286, and 14% of stars came out underestimated by more than
+    their sigma. With the trained layout (same ``d_min``) the foreground is reproduced exactly; otherwise the
+    cells are made no wider than the narrowest trained cell in front of ``d_min``.
+    """
+    if trained.ghost_cells == 0 or d_min <= 0:
+        return 0  # a fit without a foreground has none to reproduce
+    if math.isclose(d_min, trained.d_min):
+        return trained.ghost_cells
+    in_front = trained.d_edges[:-1] < d_min
+    narrowest = float(np.diff(trained.d_edges)[in_front].min())
+    return math.ceil(d_min / narrowest - 1e-9)
 
 
 @torch.no_grad()
@@ -80,8 +99,9 @@ def predict(
     ----------
     fit : Fit
     grid : Grid, optional
-        Prediction grid; default the training grid refined 2.5× on each axis. A grid without ghost cells gets the
-        training grid's number of them, so that extinction includes the foreground.
+        Prediction grid; default the training grid refined 2.5× on each axis. Its foreground ghost cells are
+        made as fine as the training grid's (the same ones where ``d_min`` is the same), so that extinction
+        includes the foreground the stars constrained.
     samples : int
         Joint posterior samples drawn.
     percentiles : sequence of float
