@@ -110,7 +110,7 @@ def test_every_trained_parameter_receives_a_gradient(sky) -> None:
     elbo = TraceMeanField_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=0)
     elbo.differentiable_loss(objective.model, objective.guide).backward()
     names = [name for name, p in gp.named_parameters() if p.requires_grad]
-    assert len(names) == 6  # inducing locations, m, L_q, c, alpha, gamma
+    assert len(names) == 7  # inducing locations, m, L_q and its log diagonal, c, alpha, gamma
     for name, p in gp.named_parameters():
         assert p.grad is not None, name
         assert torch.count_nonzero(p.grad) > 0, name
@@ -170,6 +170,19 @@ def test_checkpoint_loads_without_code_and_predicts(sky, fitted, tmp_path) -> No
     a = fitted.predict(TRAIN, samples=10, seed=2, progress=False)
     b = again.predict(TRAIN, samples=10, seed=2, progress=False)
     np.testing.assert_allclose(a.density_mean, b.density_mean, rtol=1e-5)
+
+
+def test_checkpoint_from_before_the_log_diagonal_loads(fitted, tmp_path) -> None:
+    # Earlier checkpoints kept diag(L_q) as the diagonal of GPyTorch's factor, with no variational_log_diag.
+    payload = torch.load(fitted.save(tmp_path / "fit.ckpt"), weights_only=True)
+    state = payload["model"]
+    l_q = fitted.model.variational_scale_tril().detach()
+    flipped = l_q - 2 * torch.diag_embed(l_q.diagonal())  # the sign of that diagonal was ignored
+    state["variational_strategy._variational_distribution.chol_variational_covar"] = flipped
+    del state["variational_log_diag"]
+    torch.save(payload, tmp_path / "old.ckpt")
+    again = load_fit(tmp_path / "old.ckpt")
+    torch.testing.assert_close(again.model.variational_scale_tril(), l_q, rtol=1e-6, atol=0)
 
 
 def test_ctrl_c_keeps_the_last_checkpoint(sky, tmp_path, monkeypatch) -> None:

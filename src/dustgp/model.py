@@ -117,6 +117,8 @@ class DustGP(gpytorch.models.ApproximateGP):
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=3))
         self.register_buffer("length_unit", torch.tensor(unit, dtype=inducing_points.dtype))
+        # log diag(L_q), in place of the diagonal of GPyTorch's factor (see variational_scale_tril)
+        self.variational_log_diag = torch.nn.Parameter(torch.zeros(z.shape[0], dtype=z.dtype))
         self.mean_module.constant.data.fill_(mean)
         self.covar_module.outputscale = scale
         self.covar_module.base_kernel.lengthscale = gammas / unit
@@ -137,9 +139,15 @@ class DustGP(gpytorch.models.ApproximateGP):
         return self.variational_strategy._variational_distribution.variational_mean
 
     def variational_scale_tril(self) -> torch.Tensor:
-        """L_q, lower triangular with a positive diagonal (the stored factor's diagonal sign is irrelevant)."""
+        """L_q: the strict lower triangle of GPyTorch's factor, with ``exp(variational_log_diag)`` on the diagonal.
+
+        The diagonal is learned in log space: Adam then moves each posterior scale by a factor of about
+        ``1 ± lr`` per step, so the M scales can follow the full learning rate, while the M(M-1)/2 off-diagonal
+        entries keep the small one (see :class:`dustgp.fitting.FitConfig`). The diagonal of GPyTorch's factor
+        is not used.
+        """
         raw = self.variational_strategy._variational_distribution.chol_variational_covar
-        return raw.tril(-1) + torch.diag_embed(raw.diagonal().abs())
+        return raw.tril(-1) + torch.diag_embed(self.variational_log_diag.exp())
 
     def cross_covariance(self, x: torch.Tensor) -> torch.Tensor:
         """K_xz for positions ``x`` in internal units, shape (n, M), as a dense tensor."""
