@@ -184,7 +184,8 @@ class _WhitenedPrior(pdist.Independent):
 
 @register_kl(pdist.MultivariateNormal, _WhitenedPrior)
 def _kl_to_whitened_prior(q: pdist.MultivariateNormal, p: _WhitenedPrior) -> torch.Tensor:
-    # Closed form against N(0, I), O(M²): torch's generic MVN-MVN KL would do an M × M triangular solve per step.
+    # ½[tr S + mᵀm - M - ln det S] in closed form against N(0, I), O(M²): torch's generic MVN-MVN KL would
+    # do an M × M triangular solve per step.
     l_q = q._unbroadcasted_scale_tril
     m = q.loc
     half_logdet = l_q.diagonal(dim1=-2, dim2=-1).log().sum(-1)

@@ -207,15 +207,6 @@ class DustGP(gpytorch.models.ApproximateGP):
         eps = torch.randn(n_samples, m.shape[0], dtype=m.dtype, device=m.device, generator=generator)
         return m + eps @ self.variational_scale_tril().T
 
-    def kl_divergence(self) -> torch.Tensor:
-        """KL(q(v) || N(0, I)) in closed form, nats.
-
-        .. math:: \\tfrac12\\left[\\operatorname{tr} S + m^\\top m - M - \\ln\\det S\\right]
-        """
-        m = self.variational_mean
-        l_q = self.variational_scale_tril()
-        return 0.5 * ((l_q * l_q).sum() + (m * m).sum() - m.shape[0] - 2.0 * l_q.diagonal().log().sum())
-
     # ----- reporting ------------------------------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units.
