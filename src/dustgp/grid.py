@@ -12,13 +12,18 @@ the FITS and NetCDF products (NAXIS1 = l, NAXIS2 = b, NAXIS3 = distance). The fl
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 __all__ = ["Grid", "GridError", "lbd_to_xyz"]
+
+logger = logging.getLogger(__name__)
 
 AxisSpec = tuple[float, float, int] | Sequence[float] | np.ndarray
 
@@ -27,24 +32,74 @@ class GridError(ValueError):
     """A grid specification or a position that does not fit the grid."""
 
 
+def _is_count(value: object) -> bool:
+    """A whole number of cells: a Python or numpy integer, never a bool (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _check_count(value: object, name: str, *, minimum: int) -> int:
+    """``value`` as an int if it is an integer >= ``minimum``, else a :class:`GridError` naming ``name``."""
+    if not _is_count(value):
+        raise GridError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if int(value) < minimum:  # type: ignore[call-overload]
+        raise GridError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
 def _edges(spec: AxisSpec, name: str) -> np.ndarray:
-    """Cell edges from ``(lo, hi, n)`` or from an explicit increasing edge array."""
-    if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], int | np.integer):
-        lo, hi, n = float(spec[0]), float(spec[1]), int(spec[2])
+    """Cell edges from a ``(lo, hi, n)`` tuple or from an explicit increasing edge array.
+
+    A tuple of three is always ``(lo, hi, n)``, and ``n`` must be an integer: ``(10, 20, 6.0)`` is refused, not
+    read as the edges 10, 20, 6. Lists and arrays are edges; a list of three integers that makes valid edges is
+    accepted with a warning, since ``[lo, hi, n]`` means cells in a run file.
+    """
+    unit = "pc" if name == "d" else "deg"
+    if isinstance(spec, tuple) and len(spec) == 3:
+        lo, hi, n = spec
+        if not _is_count(n):
+            raise GridError(
+                f"{name}: expected (lo, hi, n) with n an integer number of cells, got n={n!r} "
+                f"({type(n).__name__}); for explicit cell edges pass a list or numpy array"
+            )
+        for what, value in (("lo", lo), ("hi", hi)):
+            if not _is_real(value):
+                raise GridError(f"{name}: expected (lo, hi, n) with {what} a number in {unit}, got {value!r}")
+            if not math.isfinite(value):
+                raise GridError(f"{name}: expected finite bounds in {unit}, got {what}={value}")
+        lo, hi, n = float(lo), float(hi), int(n)
         if n < 1:
             raise GridError(f"{name}: expected at least 1 cell, got n={n}")
         if name == "l" and hi <= lo:
             hi += 360.0  # a longitude range that crosses l = 0/360
         if hi <= lo:
-            raise GridError(f"{name}: expected lo < hi, got ({lo}, {hi})")
+            raise GridError(f"{name}: expected lo < hi, got ({lo:g}, {hi:g}) {unit}")
         return np.linspace(lo, hi, n + 1)
-    edges = np.asarray(spec, dtype=float)
-    if edges.ndim != 1 or edges.size < 2:
-        raise GridError(f"{name}: expected (lo, hi, n) or at least two edges, got {spec!r}")
+    raw = np.asarray(spec)
+    if raw.dtype.kind not in "iuf" or raw.ndim != 1 or raw.size < 2:
+        raise GridError(
+            f"{name}: expected a (lo, hi, n) tuple or a 1-D list of at least two edges in {unit}, got {spec!r}"
+        )
+    edges = raw.astype(float)
+    if not np.all(np.isfinite(edges)):
+        raise GridError(f"{name}: expected finite edges in {unit}, got {edges}")
+    hint = ""
+    if raw.size == 3 and not isinstance(spec, np.ndarray):
+        hint = f"; for (lo, hi, n) cells write a tuple ({', '.join(f'{v:g}' for v in edges)})"
     if name == "l":
-        edges = np.concatenate([edges[:1], edges[0] + np.cumsum(np.diff(edges) % 360.0)])
+        # A longitude range may cross 360 -> 0 (a drop of more than 180 deg, e.g. 355 -> 5); any other decrease
+        # is a mistake, not a wrap (20 -> 6 would otherwise become a cell of 346 deg).
+        steps = np.diff(edges)
+        if np.any((steps < 0) & (steps >= -180.0)):
+            raise GridError(f"{name}: edges must increase strictly (crossing 360 -> 0 once), got {edges}{hint}")
+        edges = np.concatenate([edges[:1], edges[0] + np.cumsum(steps % 360.0)])
     if not np.all(np.diff(edges) > 0):
-        raise GridError(f"{name}: edges must increase strictly, got {edges}")
+        raise GridError(f"{name}: edges must increase strictly, got {edges}{hint}")
+    if hint and raw.dtype.kind in "iu":
+        logger.warning("%s: the list %s is read as %d cell edges (2 cells)%s", name, list(spec), raw.size, hint)
     return edges
 
 
@@ -78,25 +133,24 @@ class Grid:
     d_edges: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        ghost_cells = _check_count(self.ghost_cells, "ghost_cells", minimum=0)
         l_edges = _edges(self.l, "l")
         b_edges = _edges(self.b, "b")
         region = _edges(self.d, "d")
         if l_edges[-1] - l_edges[0] > 360.0 + 1e-9:
-            raise GridError(f"l: a range wider than 360 deg, got {l_edges[0]}..{l_edges[-1]}")
+            raise GridError(f"l: a range wider than 360 deg, got {l_edges[0]:g}..{l_edges[-1]:g}")
         if b_edges[0] < -90.0 or b_edges[-1] > 90.0:
-            raise GridError(f"b: expected edges within [-90, 90] deg, got {b_edges[0]}..{b_edges[-1]}")
-        if region[0] <= 0 and self.ghost_cells > 0:
-            raise GridError(f"d: ghost cells need d_min > 0 pc, got d_min={region[0]}")
+            raise GridError(f"b: expected edges within [-90, 90] deg, got {b_edges[0]:g}..{b_edges[-1]:g}")
         if region[0] < 0:
-            raise GridError(f"d: distances must be >= 0 pc, got d_min={region[0]}")
-        if int(self.ghost_cells) != self.ghost_cells or self.ghost_cells < 0:
-            raise GridError(f"ghost_cells: expected a non-negative integer, got {self.ghost_cells!r}")
-        ghosts = np.linspace(0.0, region[0], int(self.ghost_cells) + 1)[:-1]
+            raise GridError(f"d: distances must be >= 0 pc, got d_min={region[0]:g}")
+        if region[0] == 0 and ghost_cells > 0:
+            raise GridError(f"d: ghost cells need d_min > 0 pc, got d_min={region[0]:g} (or set ghost_cells = 0)")
+        ghosts = np.linspace(0.0, region[0], ghost_cells + 1)[:-1]
         l_edges = l_edges - 360.0 * math.floor(l_edges[0] / 360.0)  # first edge in [0, 360)
         object.__setattr__(self, "l_edges", l_edges)
         object.__setattr__(self, "b_edges", b_edges)
         object.__setattr__(self, "d_edges", np.concatenate([ghosts, region]))
-        object.__setattr__(self, "ghost_cells", int(self.ghost_cells))
+        object.__setattr__(self, "ghost_cells", ghost_cells)
 
     # ----- sizes -------------------------------------------------------------------------------------------
     @property
@@ -220,16 +274,28 @@ class Grid:
         }
 
     @classmethod
-    def from_dict(cls, spec: dict) -> Grid:
-        """Build a grid from :meth:`to_dict` output or a config table with ``l``, ``b``, ``d`` entries."""
+    def from_dict(cls, spec: Mapping[str, Any]) -> Grid:
+        """Build a grid from :meth:`to_dict` output or a config table with ``l``, ``b``, ``d`` entries.
+
+        In a config table each axis is ``[lo, hi, n]`` (n an integer) or a list of more than three edges, and
+        ``ghost_cells`` (default 1) an integer.
+        """
+        if not isinstance(spec, Mapping):
+            raise GridError(f"grid: expected a table with l, b, d, got {spec!r}")
         if "l_edges" in spec:
-            return cls(l=spec["l_edges"], b=spec["b_edges"], d=spec["d_edges"], ghost_cells=spec["ghost_cells"])
+            edges = {k: np.asarray(spec[f"{k}_edges"], dtype=float) for k in ("l", "b", "d")}
+            return cls(**edges, ghost_cells=spec["ghost_cells"])
         missing = [k for k in ("l", "b", "d") if k not in spec]
         if missing:
             raise GridError(f"grid: missing entries {missing}; expected l, b, d as [lo, hi, n] and ghost_cells")
-        axes = {k: tuple(spec[k]) if len(spec[k]) == 3 else spec[k] for k in ("l", "b", "d")}
-        axes = {k: (float(v[0]), float(v[1]), int(v[2])) if len(v) == 3 else v for k, v in axes.items()}
-        return cls(**axes, ghost_cells=int(spec.get("ghost_cells", 1)))
+        axes: dict[str, AxisSpec] = {}
+        for k in ("l", "b", "d"):
+            value = spec[k]
+            if not isinstance(value, Sequence | np.ndarray) or isinstance(value, str):
+                raise GridError(f"{k}: expected [lo, hi, n] or a list of edges, got {value!r}")
+            # a list of three is [lo, hi, n], as documented for run files; longer lists are edges
+            axes[k] = tuple(value) if len(value) == 3 else np.asarray(value)
+        return cls(**axes, ghost_cells=spec.get("ghost_cells", 1))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Grid):
