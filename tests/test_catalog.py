@@ -168,6 +168,54 @@ def test_incompatible_quantity_in_from_arrays(rng):
         Catalog.from_arrays(table["l"], table["b"], table["distance"].value * u.mag, table["A0"], table["A0_err"])
 
 
+def test_bare_distances_that_look_like_kpc_get_a_warning(rng, caplog):
+    table = make_table(rng, units=False)
+    table["distance"] = table["distance"] / 1000.0  # kpc, without a unit
+    with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+        catalog = Catalog.from_table(table)
+    np.testing.assert_allclose(catalog.distance, table["distance"])  # still the documented unit, pc
+    assert "column 'distance' has no unit and is read as pc, but all 50 distances are below 30 pc" in caplog.text
+    assert "looks like kpc; pass distance_unit='kpc'" in caplog.text
+    for unit, factor in (("kpc", 1000.0), ("pc", 1.0)):  # stating the unit, either way, silences it
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+            stated = Catalog.from_table(table, distance_unit=unit)
+        np.testing.assert_allclose(stated.distance, factor * table["distance"], rtol=1e-12)
+        assert caplog.text == ""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+        Catalog.from_table(table, distance="distance_err")  # 10-100 pc: not all below 30 pc, no warning
+    assert "looks like kpc" not in caplog.text
+
+
+def test_distance_unit_applies_to_every_unitless_distance_column(rng, tmp_path):
+    table = make_table(rng, units=False)
+    kpc = table.copy()
+    for name in ("distance", "distance_err"):
+        kpc[name] = table[name] / 1000.0
+    catalog = Catalog.from_table(kpc, distance_err="distance_err", distance_unit="kpc", inflate=False)
+    np.testing.assert_allclose(catalog.distance, table["distance"], rtol=1e-12)
+    np.testing.assert_allclose(catalog.distance_err, table["distance_err"], rtol=1e-12)
+    kpc.write(tmp_path / "stars.csv")
+    read = Catalog.read(tmp_path / "stars.csv", distance_unit=u.kpc, inflate=False)
+    np.testing.assert_allclose(read.distance, table["distance"], rtol=1e-9)
+    arrays = Catalog.from_arrays(
+        kpc["l"], kpc["b"], kpc["distance"], kpc["A0"], kpc["A0_err"], distance_err=kpc["distance_err"],
+        distance_unit="kpc", inflate=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(arrays.distance_err, table["distance_err"], rtol=1e-12)
+
+
+def test_stated_distance_unit_is_checked(rng):
+    table = make_table(rng)  # distance has unit pc
+    with pytest.raises(CatalogError, match=r"column 'distance': its unit 'pc' contradicts the stated unit 'kpc'"):
+        Catalog.from_table(table, distance_unit="kpc")
+    with pytest.raises(CatalogError, match=r"distance_unit: expected a unit of length such as pc, got 'mag'"):
+        Catalog.from_table(table, distance_unit="mag")
+    with pytest.raises(CatalogError, match=r"distance_unit: expected a unit of length such as pc, got 'parsecs'"):
+        Catalog.from_arrays([1.0], [0.0], [1.0], [0.1], [0.1], distance_unit="parsecs")
+
+
 def test_missing_column_lists_available(rng):
     table = make_table(rng)
     with pytest.raises(CatalogError, match=r"missing column 'dist50'.*available columns: 'l', 'b', 'distanc"):
@@ -241,6 +289,72 @@ def test_bad_row_raises_naming_column_and_row(rng, column, value, reason):
     table[column][7] = value
     with pytest.raises(CatalogError, match=rf"column '{column}': expected [^\n]*{reason}[^\n]* 1 row: 7$"):
         Catalog.from_table(table, distance_err="distance_err")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("A0", 1e6, r"\|extinction\| <= 30 mag \(larger is implausible"),  # e.g. millimag read as mag
+        ("A0", -9999.0, r"\|extinction\| <= 30 mag"),  # a sentinel
+        ("A0_err", 1e-12, r"extinction uncertainty >= 1e-06 mag"),  # weights 1/sigma² of 1e24
+        ("distance", 2e5, r"distance <= 100 kpc"),
+    ],
+)
+def test_implausible_values_are_bad_rows(rng, column, value, reason):
+    table = make_table(rng, units=False)
+    table[column][7] = value
+    with pytest.raises(CatalogError, match=rf"column '{column}': expected [^\n]*{reason}[^\n]* 1 row: 7$"):
+        Catalog.from_table(table)
+    catalog = Catalog.from_table(table, on_bad="drop")
+    np.testing.assert_array_equal(catalog.dropped_rows, [7])
+
+
+def test_implausible_rows_are_dropped_and_reported_like_nan_rows(rng, caplog):
+    table = make_table(rng, units=False)
+    table["A0"][[4, 9]] = [1e6, np.nan]
+    table["A0_err"][12] = 1e-9
+    table["distance"][20] = 1e7
+    with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+        catalog = Catalog.from_table(table, on_bad="drop")
+    np.testing.assert_array_equal(catalog.dropped_rows, [4, 9, 12, 20])
+    assert "dropped 4 of 50 input rows" in caplog.text
+    assert "1 with NaN, inf or masked in column 'A0'" in caplog.text
+    assert "1 with |extinction| > 30 mag in column 'A0'" in caplog.text
+    assert "1 with uncertainty < 1e-06 mag in column 'A0_err'" in caplog.text
+    assert "1 with distance > 100 kpc in column 'distance'" in caplog.text
+
+
+def test_parallax_of_a_star_beyond_100_kpc_is_a_bad_row(rng):
+    table = make_table(rng, units=False)
+    table["plx"] = rng.uniform(1.0, 10.0, len(table))
+    table["plx"][5] = 1e-3  # mas: 1 Mpc
+    with pytest.raises(CatalogError, match=r"'plx': expected parallax >= 0.01 mas .* 1 row: 5$"):
+        Catalog.from_table(table, parallax="plx")
+
+
+def test_core_constructor_refuses_implausible_values():
+    with pytest.raises(CatalogError, match=r"column extinction: expected \|extinction\| <= 30 mag.* 1 row: 1"):
+        Catalog([10.0, 20.0], [0.0, 1.0], [100.0, 200.0], [0.1, 1e6], [0.1, 0.1])
+    with pytest.raises(CatalogError, match=r"column extinction_err: expected extinction uncertainty >= 1e-06 mag"):
+        Catalog([10.0, 20.0], [0.0, 1.0], [100.0, 200.0], [0.1, 0.2], [1e-12, 0.1])
+    with pytest.raises(CatalogError, match=r"column distance: expected distance <= 100 kpc.* 1 row: 0"):
+        Catalog([10.0, 20.0], [0.0, 1.0], [1e6, 200.0], [0.1, 0.2], [0.1, 0.1])
+
+
+def test_duplicate_rows_get_a_warning_with_their_count(rng, caplog):
+    table = make_table(rng, units=False)
+    table.add_row(table[3])
+    table.add_row(table[3])
+    table.add_row(table[10])
+    table["distance"][11] = table["distance"][12]  # one distance shared by two different stars is no duplicate
+    with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+        catalog = Catalog.from_table(table)
+    assert len(catalog) == 53  # kept: they may be repeated measurements the user wants
+    assert "3 of 53 rows repeat another row's l, b, distance and extinction (rows 50, 51, 52)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dustgp.catalog"):
+        Catalog.from_table(table[:50])
+    assert "repeat" not in caplog.text
 
 
 def test_drop_removes_exactly_the_bad_rows(rng, caplog):

@@ -24,7 +24,7 @@ def test_tuple_spec_gives_uniform_cells() -> None:
 @pytest.mark.parametrize(
     ("axes", "message"),
     [
-        # a float count used to be read as three edges: l = 10..366 deg in two cells
+        # a float count must not be read as three edges (l = 10..366 deg in two cells)
         ({"l": (10, 20, 6.0)}, r"l: expected \(lo, hi, n\) with n an integer number of cells, got n=6\.0 \(float\)"),
         ({"b": (-5, 5, 4.5)}, r"b: expected \(lo, hi, n\) with n an integer .* got n=4\.5"),
         ({"d": (100, 300, True)}, r"d: expected \(lo, hi, n\) with n an integer .* got n=True \(bool\)"),
@@ -37,7 +37,7 @@ def test_tuple_spec_gives_uniform_cells() -> None:
         ({"d": (-10, 300, 5)}, r"d: distances must be >= 0 pc, got d_min=-10"),
         ({"d": (0, 300, 5)}, r"d: ghost cells need d_min > 0 pc"),
         ({"b": (-95, 5, 4)}, r"b: expected edges within \[-90, 90\] deg"),
-        # a list of three that is not increasing was wrapped through 360 deg: 20 -> 6 became a 346 deg cell
+        # a decreasing list of three is no wrap through 360 deg (20 -> 6 would be a cell of 346 deg)
         ({"l": [10, 20, 6]}, r"l: edges must increase strictly .* write a tuple \(10, 20, 6\)"),
         ({"d": [180, 500, 35]}, r"d: edges must increase strictly, got .* write a tuple \(180, 500, 35\)"),
         ({"d": [100, np.inf, 400]}, r"d: expected finite edges in pc"),

@@ -8,6 +8,11 @@ read-only float64 arrays. The friendly constructors :meth:`Catalog.read`, :meth:
 :class:`CatalogError` that names the column, the expectation and the rows, or drop the bad rows and record
 them.
 
+Units follow one rule at this edge: a column with a unit is converted; a column without one is in the
+documented unit (deg, pc, mag, mas) unless ``distance_unit`` states another for the distance columns; a unitless
+distance column that looks like kpc gets a warning. Implausible values (|A| > 30 mag, sigma_A < 1e-6 mag,
+distance > 100 kpc) are bad rows like NaN ones: they are unit or sentinel errors, not measurements.
+
 Distance uncertainties are folded into the extinction uncertainties (METHOD.md §1; Rezaei Kh. et al. 2020,
 Eqs. 1-2):
 
@@ -46,6 +51,15 @@ GradientSpec = Callable[[np.ndarray, np.ndarray, np.ndarray], Any] | np.ndarray 
 MAX_ROWS_SHOWN = 10
 #: Upper bound on the number of (star, candidate) pairs held in memory at once by the gradient estimator.
 GRADIENT_BLOCK_ELEMENTS = 2**20
+#: Largest plausible |extinction|, mag: larger values are unit or sentinel errors (e.g. -9999, A in mmag).
+MAX_ABS_EXTINCTION = 30.0
+#: Smallest plausible extinction uncertainty, mag: below it the weights 1/sigma² (up to 1e12 mag⁻²) leave the
+#: precision a float32 fit can use, and no photometric extinction is known that well.
+MIN_EXTINCTION_ERR = 1e-6
+#: Largest plausible distance, pc (100 kpc: beyond the Milky Way's stellar halo).
+MAX_DISTANCE = 1e5
+#: A bare distance column whose values all lie below this (pc) looks like kpc, and gets a warning.
+KPC_WARNING_BELOW = 30.0
 
 _DEG = u.deg
 _PC = u.pc
@@ -103,6 +117,15 @@ def _quoted(name: str) -> str:
     return repr(str(name))
 
 
+# What implausible values are reported as (expected, found), in messages and in the drop warning.
+_MAX_DISTANCE_TEXT = f"distance <= {MAX_DISTANCE / 1e3:g} kpc (farther is implausible: a unit or sentinel value?)"
+_FAR_TEXT = f"distance > {MAX_DISTANCE / 1e3:g} kpc"
+_MAX_EXTINCTION_TEXT = f"|extinction| <= {MAX_ABS_EXTINCTION:g} mag (larger is implausible: a unit or sentinel value?)"
+_LARGE_A_TEXT = f"|extinction| > {MAX_ABS_EXTINCTION:g} mag"
+_MIN_ERR_TEXT = f"extinction uncertainty >= {MIN_EXTINCTION_ERR:g} mag (smaller is implausible)"
+_TINY_TEXT = f"uncertainty < {MIN_EXTINCTION_ERR:g} mag"
+
+
 # ----------------------------------------------------------------------------------------------------
 # Column extraction and units
 
@@ -117,15 +140,40 @@ class _Col:
 
     label: str
     values: np.ndarray
+    bare: bool = False  # no unit on the column and none stated: read in the documented default unit
 
 
-def _as_float(data: Any, label: str, expected_unit: u.UnitBase, what: str) -> np.ndarray:
+def _has_unit(data: Any) -> bool:
+    unit = getattr(data, "unit", None)
+    return unit is not None and unit != u.dimensionless_unscaled
+
+
+def _stated_unit(unit: str | u.UnitBase | None, name: str, expected_unit: u.UnitBase, what: str) -> u.UnitBase | None:
+    """The unit stated by an option such as ``distance_unit``, checked to convert to ``expected_unit``."""
+    if unit is None:
+        return None
+    try:
+        parsed = u.Unit(unit)
+        parsed.to(expected_unit)
+    except (u.UnitsError, ValueError, TypeError) as exc:
+        raise CatalogError(f"{name}: expected a unit of {what} such as {expected_unit}, got {unit!r}") from exc
+    return parsed
+
+
+def _as_float(
+    data: Any, label: str, expected_unit: u.UnitBase, what: str, stated: u.UnitBase | None = None
+) -> np.ndarray:
     """Float64 values of ``data`` in ``expected_unit``; masked entries become NaN.
 
     ``data`` may be a table column (with or without unit, masked or not), a Quantity or array_like. A missing
-    or dimensionless unit means the values are already in ``expected_unit``.
+    or dimensionless unit means the values are in ``stated`` if given, else already in ``expected_unit``. A
+    unit on the data that differs from ``stated`` is an error: one of the two is wrong.
     """
     unit = getattr(data, "unit", None)
+    if not _has_unit(data):
+        unit = stated
+    elif stated is not None and u.Unit(unit) != stated:
+        raise CatalogError(f"column {label}: its unit {str(unit)!r} contradicts the stated unit {str(stated)!r}")
     mask = np.ma.getmaskarray(data) if isinstance(data, np.ma.MaskedArray) else getattr(data, "mask", None)
     raw = getattr(data, "unmasked", data)  # astropy Masked quantities
     raw = raw.value if isinstance(raw, u.Quantity) else raw
@@ -146,17 +194,22 @@ def _as_float(data: Any, label: str, expected_unit: u.UnitBase, what: str) -> np
     return values * factor
 
 
-def _table_column(table: Table, name: str, expected_unit: u.UnitBase, what: str) -> _Col:
+def _table_column(
+    table: Table, name: str, expected_unit: u.UnitBase, what: str, stated: u.UnitBase | None = None
+) -> _Col:
     label = _quoted(name)
-    return _Col(label, _as_float(table[name], label, expected_unit, what))
+    bare = stated is None and not _has_unit(table[name])
+    return _Col(label, _as_float(table[name], label, expected_unit, what, stated), bare)
 
 
-def _array_argument(data: Any, name: str, expected_unit: u.UnitBase, what: str) -> _Col:
+def _array_argument(
+    data: Any, name: str, expected_unit: u.UnitBase, what: str, stated: u.UnitBase | None = None
+) -> _Col:
     label = _quoted(name)
-    values = _as_float(data, label, expected_unit, what)
+    values = _as_float(data, label, expected_unit, what, stated)
     if values.ndim != 1:
         raise CatalogError(f"{name}: expected a 1-D array, got ndim={values.ndim}")
-    return _Col(label, values)
+    return _Col(label, values, stated is None and not _has_unit(data))
 
 
 def _pair_label(pair: tuple[_Col, _Col]) -> str:
@@ -447,7 +500,17 @@ class Catalog:
             _check(problems, name, "finite values", "NaN or inf", ~np.isfinite(arr))
         _check(problems, "b", "|b| <= 90 deg", "|b| > 90", np.abs(b_arr) > 90.0)
         _check(problems, "distance", "distance > 0 pc", "distance <= 0", d <= 0.0)
+        # implausible values; non-finite ones are reported above, once
+        _check(problems, "distance", _MAX_DISTANCE_TEXT, _FAR_TEXT, np.isfinite(d) & (d > MAX_DISTANCE))
+        _check(
+            problems,
+            "extinction",
+            _MAX_EXTINCTION_TEXT,
+            _LARGE_A_TEXT,
+            np.isfinite(a) & (np.abs(a) > MAX_ABS_EXTINCTION),
+        )
         _check(problems, "extinction_err", "extinction_err > 0 mag", "extinction_err <= 0", sigma <= 0.0)
+        _check(problems, "extinction_err", _MIN_ERR_TEXT, _TINY_TEXT, (sigma > 0.0) & (sigma < MIN_EXTINCTION_ERR))
         if sigma_d is not None:
             _check(problems, "distance_err", "distance_err >= 0 pc", "distance_err < 0", sigma_d < 0.0)
         _check(problems, "inflation", "inflation >= 0 mag", "inflation < 0", infl < 0.0)
@@ -539,6 +602,7 @@ class Catalog:
         distance_err: str | tuple[str, str] | None = None,
         parallax: str | None = None,
         parallax_err: str | None = None,
+        distance_unit: str | u.UnitBase | None = None,
         format: str | None = None,
         on_bad: OnBad = "raise",
         extinction_err_floor: float = 0.0,
@@ -552,7 +616,7 @@ class Catalog:
         path : str or os.PathLike
             The file. Files ending in ``.csv`` (or ``.csv.gz``) are read as ``format="ascii.csv"`` unless
             ``format`` says otherwise.
-        l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, on_bad, \
+        l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, distance_unit, on_bad, \
 extinction_err_floor, inflate
             Column mapping and options, as in :meth:`from_table`.
         format : str, optional
@@ -584,6 +648,7 @@ extinction_err_floor, inflate
             distance_err=distance_err,
             parallax=parallax,
             parallax_err=parallax_err,
+            distance_unit=distance_unit,
             on_bad=on_bad,
             extinction_err_floor=extinction_err_floor,
             inflate=inflate,
@@ -602,6 +667,7 @@ extinction_err_floor, inflate
         distance_err: str | tuple[str, str] | None = None,
         parallax: str | None = None,
         parallax_err: str | None = None,
+        distance_unit: str | u.UnitBase | None = None,
         on_bad: OnBad = "raise",
         extinction_err_floor: float = 0.0,
         inflate: bool = True,
@@ -616,8 +682,8 @@ extinction_err_floor, inflate
         l, b : str, optional
             Columns of Galactic longitude and latitude. Unit: any angle (converted to deg); none = deg.
         distance : str, optional
-            Column of distance. Unit: any length (kpc → pc, ...); none = pc. Not used when ``parallax`` is
-            given.
+            Column of distance. Unit: any length (kpc → pc, ...); none = ``distance_unit``, by default pc. Not
+            used when ``parallax`` is given.
         extinction : str, optional
             Column of extinction. Unit: mag; none = mag.
         extinction_err : str or (str, str), optional
@@ -625,13 +691,18 @@ extinction_err_floor, inflate
             which :math:`\sigma = (p_{84} - p_{16}) / 2`. Unit: mag; none = mag.
         distance_err : str or (str, str), optional
             Column of the 1-sigma distance uncertainty, or a ``(p16, p84)`` pair, as for ``extinction_err``.
-            Unit: any length; none = pc. Default: no distance uncertainty.
+            Unit: any length; none = ``distance_unit``, by default pc. Default: no distance uncertainty.
         parallax, parallax_err : str, optional
             Columns of parallax and its uncertainty (unit: any angle; none = mas), used instead of
             ``distance`` and ``distance_err``: :math:`d = 1000 / \varpi` pc and
             :math:`\sigma_d = 1000\,\sigma_\varpi / \varpi^2` pc. This first-order estimate is fine for
             :math:`\varpi / \sigma_\varpi > 5`; for noisier parallaxes use a distance catalogue. A
             non-positive parallax is a bad row.
+        distance_unit : str or astropy.units.Unit, optional
+            Unit of the distance columns that carry none (e.g. ``"kpc"``); default pc. A column with a unit
+            that differs from it is an error. Without it, a unitless distance column whose values are all
+            below ``KPC_WARNING_BELOW`` (30) pc gets a warning that it looks like kpc; ``distance_unit="pc"``
+            states that it is not.
         on_bad : {"raise", "drop"}, optional
             What to do with bad rows (see Notes): raise a :class:`CatalogError` listing them (default), or
             drop them, log a warning with counts per reason, and record them in :attr:`dropped_rows`.
@@ -658,7 +729,12 @@ extinction_err_floor, inflate
         A row is bad if, in any column used: a value is NaN, inf or masked; :math:`|b| > 90` deg; distance
         :math:`\le 0`; parallax :math:`\le 0`; a distance or parallax uncertainty :math:`< 0`; a percentile
         pair has :math:`p_{84} < p_{16}`; the extinction uncertainty after the floor is :math:`\le 0`.
-        Negative extinctions are valid (noisy measurements of small extinctions).
+        Implausible values are bad rows too, reported the same way: distance beyond ``MAX_DISTANCE``
+        (100 kpc, parallax below 0.01 mas), :math:`|A|` above ``MAX_ABS_EXTINCTION`` (30 mag) and an
+        extinction uncertainty below ``MIN_EXTINCTION_ERR`` (1e-6 mag): such values are unit or sentinel
+        errors, and one of them is enough to spoil a map. Negative extinctions are valid (noisy measurements
+        of small extinctions). Rows that repeat another row's l, b, distance and extinction are kept, with a
+        warning giving their number: each counts as a star of its own.
         """
         if not isinstance(table, Table):
             raise TypeError(f"expected an astropy Table, got {type(table).__name__}")
@@ -683,24 +759,28 @@ extinction_err_floor, inflate
                 f"available columns: {', '.join(map(_quoted, table.colnames))}"
             )
 
-        def col(name: str, unit: u.UnitBase, what: str) -> _Col:
-            return _table_column(table, name, unit, what)
+        length = _stated_unit(distance_unit, "distance_unit", _PC, "length")
 
-        def err(spec: str | tuple[str, str], unit: u.UnitBase, what: str) -> _Col | tuple[_Col, _Col]:
+        def col(name: str, unit: u.UnitBase, what: str, stated: u.UnitBase | None = None) -> _Col:
+            return _table_column(table, name, unit, what, stated)
+
+        def err(
+            spec: str | tuple[str, str], unit: u.UnitBase, what: str, stated: u.UnitBase | None = None
+        ) -> _Col | tuple[_Col, _Col]:
             if isinstance(spec, tuple):
                 if len(spec) != 2:
                     raise CatalogError(f"expected a column name or a (p16, p84) pair for {what}, got {spec!r}")
-                return col(spec[0], unit, what), col(spec[1], unit, what)
-            return col(spec, unit, what)
+                return col(spec[0], unit, what, stated), col(spec[1], unit, what, stated)
+            return col(spec, unit, what, stated)
 
         return _assemble(
             n_rows=len(table),
             l=col(l, _DEG, "angle"),
             b=col(b, _DEG, "angle"),
-            distance=None if parallax is not None else col(distance, _PC, "length"),
+            distance=None if parallax is not None else col(distance, _PC, "length", length),
             extinction=col(extinction, _MAG, "extinction"),
             extinction_err=err(extinction_err, _MAG, "extinction"),
-            distance_err=None if distance_err is None else err(distance_err, _PC, "length"),
+            distance_err=None if distance_err is None else err(distance_err, _PC, "length", length),
             parallax=None if parallax is None else col(parallax, _MAS, "parallax angle"),
             parallax_err=None if parallax_err is None else col(parallax_err, _MAS, "parallax angle"),
             on_bad=on_bad,
@@ -718,6 +798,7 @@ extinction_err_floor, inflate
         extinction_err: Any,
         *,
         distance_err: Any | None = None,
+        distance_unit: str | u.UnitBase | None = None,
         on_bad: OnBad = "raise",
         extinction_err_floor: float = 0.0,
         inflate: bool = True,
@@ -729,12 +810,12 @@ extinction_err_floor, inflate
         l, b : array_like or Quantity, shape (n,)
             Galactic longitude and latitude; any angle unit, bare numbers are deg.
         distance : array_like or Quantity, shape (n,)
-            Distance; any length unit, bare numbers are pc.
+            Distance; any length unit, bare numbers are in ``distance_unit`` (default pc).
         extinction, extinction_err : array_like or Quantity, shape (n,)
             Observed extinction and its 1-sigma uncertainty; mag, bare numbers are mag.
         distance_err : array_like or Quantity, shape (n,), optional
-            Distance uncertainty; any length unit, bare numbers are pc.
-        on_bad, extinction_err_floor, inflate
+            Distance uncertainty; any length unit, bare numbers are in ``distance_unit`` (default pc).
+        distance_unit, on_bad, extinction_err_floor, inflate
             As in :meth:`from_table`; row numbers are positions in the arrays, and messages name the
             arguments.
 
@@ -749,15 +830,16 @@ extinction_err_floor, inflate
             :meth:`from_table`).
         """
         _check_options(on_bad, extinction_err_floor)
+        length = _stated_unit(distance_unit, "distance_unit", _PC, "length")
         cols = {
             "l": _array_argument(l, "l", _DEG, "angle"),
             "b": _array_argument(b, "b", _DEG, "angle"),
-            "distance": _array_argument(distance, "distance", _PC, "length"),
+            "distance": _array_argument(distance, "distance", _PC, "length", length),
             "extinction": _array_argument(extinction, "extinction", _MAG, "extinction"),
             "extinction_err": _array_argument(extinction_err, "extinction_err", _MAG, "extinction"),
         }
         if distance_err is not None:
-            cols["distance_err"] = _array_argument(distance_err, "distance_err", _PC, "length")
+            cols["distance_err"] = _array_argument(distance_err, "distance_err", _PC, "length", length)
         sizes = {name: c.values.size for name, c in cols.items()}
         if len(set(sizes.values())) > 1:
             raise CatalogError(f"expected arrays of one length, got sizes {sizes}")
@@ -1016,6 +1098,49 @@ def _sigma_from(spec: _Col | tuple[_Col, _Col], problems: list[_Problem], what: 
     return spec.label, spec.values
 
 
+def _warn_if_kpc(distance: _Col) -> None:
+    """Warn when a bare distance column (read as pc) has values that all look like kpc."""
+    if not distance.bare:
+        return
+    with np.errstate(invalid="ignore"):
+        d = distance.values[np.isfinite(distance.values) & (distance.values > 0)]
+    if d.size and d.max() < KPC_WARNING_BELOW:
+        logger.warning(
+            "column %s has no unit and is read as pc, but all %d distances are below %g pc (largest %.3g): this "
+            "looks like kpc; pass distance_unit='kpc' (in a run file: distance_unit = \"kpc\" in [catalog]), or "
+            "distance_unit='pc' if they are pc",
+            distance.label,
+            d.size,
+            KPC_WARNING_BELOW,
+            d.max(),
+        )
+
+
+def _warn_duplicates(rows: np.ndarray, l: np.ndarray, b: np.ndarray, d: np.ndarray, a: np.ndarray) -> None:
+    """Warn when input rows repeat another row's l, b, distance and extinction: each would count as a star."""
+    if rows.size < 2:
+        return
+    # Only rows sharing a distance with another can repeat one: sort on distance alone (fast), then compare the
+    # full (l, b, d, A) rows of those candidates.
+    order = rows[np.argsort(d[rows], kind="stable")]
+    tie = d[order[1:]] == d[order[:-1]]
+    if not tie.any():
+        return
+    candidates = np.unique(np.concatenate([order[1:][tie], order[:-1][tie]]))
+    key = np.column_stack([l[candidates], b[candidates], d[candidates], a[candidates]])
+    _, first = np.unique(key, axis=0, return_index=True)
+    if first.size == candidates.size:
+        return
+    repeats = np.delete(candidates, first)
+    logger.warning(
+        "%d of %d rows repeat another row's l, b, distance and extinction (rows %s): each counts as one more "
+        "star, so a repeated measurement weighs twice in the fit; remove the duplicates if they are one star",
+        repeats.size,
+        rows.size,
+        _format_rows(repeats),
+    )
+
+
 def _assemble(
     *,
     n_rows: int,
@@ -1054,11 +1179,29 @@ def _assemble(
                 "parallax <= 0",
                 plx <= 0,
             )
+            min_plx = 1e3 / MAX_DISTANCE
+            _check(
+                problems,
+                parallax.label,
+                f"parallax >= {min_plx:g} mas (distance <= {MAX_DISTANCE / 1e3:g} kpc; smaller is implausible)",
+                f"0 < parallax < {min_plx:g} mas",
+                (plx > 0) & (plx < min_plx),
+            )
             d = np.where(plx > 0, 1000.0 / plx, np.nan)
         else:
             assert distance is not None
             d = distance.values
             _check(problems, distance.label, "distance > 0 pc", "distance <= 0", d <= 0)
+            # implausible values; non-finite ones are reported above, once
+            _check(problems, distance.label, _MAX_DISTANCE_TEXT, _FAR_TEXT, np.isfinite(d) & (d > MAX_DISTANCE))
+            _warn_if_kpc(distance)
+        _check(
+            problems,
+            extinction.label,
+            _MAX_EXTINCTION_TEXT,
+            _LARGE_A_TEXT,
+            np.isfinite(extinction.values) & (np.abs(extinction.values) > MAX_ABS_EXTINCTION),
+        )
 
         ext_label, sigma = _sigma_from(extinction_err, problems, "extinction")
         sigma = np.maximum(sigma, extinction_err_floor)
@@ -1071,6 +1214,13 @@ def _assemble(
             f"extinction uncertainty > 0 mag (after extinction_err_floor = {extinction_err_floor:g} mag)",
             "uncertainty <= 0",
             nonpositive,
+        )
+        _check(
+            problems,
+            ext_label,
+            f"{_MIN_ERR_TEXT[:-1]}; after extinction_err_floor = {extinction_err_floor:g} mag)",
+            _TINY_TEXT,
+            (sigma > 0) & (sigma < MIN_EXTINCTION_ERR),
         )
 
         sigma_d: np.ndarray | None = None
@@ -1104,6 +1254,7 @@ def _assemble(
     keep = ~bad
     if not keep.any():
         raise CatalogError(f"no valid stars: all {n_rows} input rows are bad or the input is empty")
+    _warn_duplicates(np.flatnonzero(keep), l.values, b.values, d, extinction.values)
 
     catalog = Catalog(
         l.values[keep],
