@@ -1,8 +1,13 @@
 """TOML run configuration: which stars, which grid, how to fit, where to predict, what to write.
 
 A run file has the tables ``[catalog]`` (or ``[simulate]``), ``[grid]``, ``[fit]``, ``[predict]`` and ``[output]``;
-see ``examples/*.toml``. Paths are relative to the run file. Unknown keys are errors, so a typo never passes
-silently.
+see ``examples/*.toml``. Paths are relative to the run file. Every table and key is checked against what dustgp
+knows, and every value against the type it must have, so a typo or a quoted number never passes silently: the
+message names the file, the table, the key and what was expected.
+
+The keys of ``[fit]`` are the fields of :class:`~dustgp.fitting.FitConfig`, those of ``[catalog]`` the options of
+:meth:`~dustgp.catalog.Catalog.read` (plus ``path`` and ``max_distance``), those of ``[simulate]`` the options of
+:func:`~dustgp.simulate.simulate`; their types are read from the annotations, so the checks follow the code.
 
 Example
 -------
@@ -13,6 +18,7 @@ Example
     l = "l"
     b = "b"
     distance = "dist_p50"
+    distance_unit = "pc"          # of unitless distance columns (default pc)
     extinction = "A0_p50"
     extinction_err = ["A0_p16", "A0_p84"]
 
@@ -30,44 +36,197 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import tomllib
+import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from .catalog import Catalog
 from .fitting import FitConfig
 from .grid import Grid
+from .simulate import simulate
 
 __all__ = ["ConfigError", "RunConfig", "load_config"]
 
-CATALOG_KEYS = {
-    "path", "l", "b", "distance", "extinction", "extinction_err", "distance_err", "parallax", "parallax_err",
-    "format", "on_bad", "extinction_err_floor", "inflate", "max_distance",
-}  # fmt: skip
-SIMULATE_KEYS = {"n_stars", "n_clumps", "seed", "noise", "region", "foreground"}
-PREDICT_KEYS = {
-    "l",
-    "b",
-    "d",
-    "ghost_cells",
-    "refine",
-    "samples",
-    "keep_samples",
-    "percentiles",
-    "cell_variance",
-    "seed",
-}
-OUTPUT_KEYS = {"dir", "holdout", "holdout_seed", "formats", "figures", "slice_distances", "checkpoint_every"}
+TABLES = ("catalog", "simulate", "grid", "fit", "predict", "output")
+MAP_FORMATS = ("netcdf", "fits", "healpix")
 
 
 class ConfigError(ValueError):
     """A run file that cannot be used as written."""
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], name: str) -> None:
-    unknown = sorted(set(table) - allowed)
+class _Axis:
+    """Schema marker: a grid axis, ``[lo, hi, n]`` or a list of cell edges (checked in full by :class:`Grid`)."""
+
+
+GRID_KEYS: dict[str, Any] = {"l": _Axis, "b": _Axis, "d": _Axis, "ghost_cells": int}
+PREDICT_KEYS: dict[str, Any] = {
+    "l": _Axis,
+    "b": _Axis,
+    "d": _Axis,
+    "ghost_cells": int,
+    "refine": float,
+    "samples": int,
+    "keep_samples": int,
+    "percentiles": list[float],
+    "cell_variance": bool,
+    "seed": int,
+}
+OUTPUT_KEYS: dict[str, Any] = {
+    "dir": str,
+    "holdout": float,
+    "holdout_seed": int,
+    "formats": list[Literal["netcdf", "fits", "healpix"]],
+    "figures": bool,
+    "slice_distances": list[float],
+    "checkpoint_every": int,
+}
+
+
+def _signature_keys(func: Callable[..., Any], skip: set[str]) -> dict[str, Any]:
+    """Keyword options of ``func`` and their annotated types."""
+    hints = get_type_hints(func)
+    return {
+        name: hints.get(name, Any)
+        for name, p in inspect.signature(func).parameters.items()
+        if name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def fit_keys() -> dict[str, Any]:
+    """The keys of ``[fit]``: every field of :class:`FitConfig` with its annotated type."""
+    hints = get_type_hints(FitConfig)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(FitConfig) if f.init}
+
+
+def catalog_keys() -> dict[str, Any]:
+    """The keys of ``[catalog]``: the options of :meth:`Catalog.read`, ``path`` and ``max_distance``."""
+    return {"path": str, "max_distance": float} | _signature_keys(Catalog.read, {"cls", "path"})
+
+
+def simulate_keys() -> dict[str, Any]:
+    """The keys of ``[simulate]``: the options of :func:`simulate`; ``region`` is a table of axes."""
+    return _signature_keys(simulate, {"region"}) | {"region": {"l": _Axis, "b": _Axis, "d": _Axis}}
+
+
+# ---- type checks ----------------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    """Whether a TOML value has the annotated type ``tp`` (an int is a float; a list is a list or a tuple)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if tp is _Axis:
+        return isinstance(value, list) and len(value) >= 2 and all(_is_number(v) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return _is_number(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, Sequence):
+        return isinstance(value, list) and all(_conforms(v, args[0] if args else Any) for v in value)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # an annotation this checker does not know: leave it to the code that uses the value
+
+
+def _expected(tp: Any) -> str:
+    """``tp`` in words, as a run-file writer thinks of it."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_expected(a) for a in args if a is not type(None)))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if tp is _Axis:
+        return "[lo, hi, n] (n an integer) or a list of cell edges"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if tp in names:
+        return names[tp]
+    if origin in (list, Sequence):
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_plural(args[0])}"
+        return "a list of " + ", ".join(_expected(a) for a in args)
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return "a table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _plural(tp: Any) -> str:
+    words = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+    return words.get(tp, _expected(tp))
+
+
+def _kind(value: Any) -> str:
+    """The TOML type of a value, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _check_table(path: Path, name: str, table: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` as a dict, after checking it is a table whose keys and value types ``schema`` knows."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table, got {table!r} ({_kind(table)})")
+    unknown = sorted(set(table) - set(schema))
     if unknown:
-        raise ConfigError(f"[{name}]: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        keys = "key " + repr(unknown[0]) if len(unknown) == 1 else "keys " + ", ".join(map(repr, unknown))
+        raise ConfigError(f"{path}: [{name}] unknown {keys}; known keys: {', '.join(sorted(schema))}")
+    for key, value in table.items():
+        tp = schema[key]
+        if isinstance(tp, dict):
+            _check_table(path, f"{name}.{key}", value, tp)
+        elif not _conforms(value, tp):
+            raise ConfigError(f"{path}: [{name}] {key}: expected {_expected(tp)}, got {value!r} ({_kind(value)})")
+    return dict(table)
+
+
+def _check_range(path: Path, name: str, table: dict[str, Any], key: str, ok: Callable[[Any], bool], what: str) -> None:
+    if key in table and not ok(table[key]):
+        raise ConfigError(f"{path}: [{name}] {key}: expected {what}, got {table[key]!r}")
+
+
+# ---- the run configuration ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -118,36 +277,91 @@ def load_config(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None
     ----------
     path : path
     overrides : dict, optional
-        ``{table: {key: value}}`` applied on top of the file (e.g. from command-line options).
+        ``{table: {key: value}}`` applied on top of the file (e.g. from command-line options); ``None`` values
+        are skipped.
+
+    Returns
+    -------
+    RunConfig
 
     Raises
     ------
     ConfigError
-        Missing tables, unknown keys or values that do not make a grid or a fit configuration.
+        A missing file, invalid TOML, a missing or unknown table, an unknown key, a value of the wrong type or
+        range, or values that do not make a grid or a fit configuration. The message names the file, the
+        table and the key.
     """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"run file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"run file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for table, values in (overrides or {}).items():
         raw.setdefault(table, {}).update({k: v for k, v in values.items() if v is not None})
-    _check_keys(raw, {"catalog", "simulate", "grid", "fit", "predict", "output"}, "top level")
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown top-level {'table' if isinstance(raw[unknown[0]], dict) else 'key'} {unknown[0]!r}; "
+            f"known tables: {', '.join(f'[{t}]' for t in TABLES)}"
+        )
     if "grid" not in raw:
         raise ConfigError(f"{path}: a [grid] table with l, b, d = [lo, hi, n] is required")
     if ("catalog" in raw) == ("simulate" in raw):
         raise ConfigError(f"{path}: give exactly one of [catalog] (your stars) or [simulate] (a simulated sky)")
+
+    grid_table = _check_table(path, "grid", raw["grid"], GRID_KEYS)
+    fit_table = _check_table(path, "fit", raw.get("fit", {}), fit_keys())
+    predict = _check_table(path, "predict", raw.get("predict", {}), PREDICT_KEYS)
+    output = _check_table(path, "output", raw.get("output", {}), OUTPUT_KEYS)
+    for name, table in (("fit", fit_table), ("output", output)):
+        _check_range(path, name, table, "checkpoint_every", lambda v: v >= 1, "an integer >= 1 (iterations)")
+    _check_range(path, "output", output, "holdout", lambda v: 0.0 <= v < 1.0, "a share in [0, 1)")
+    _check_range(path, "output", output, "slice_distances", lambda v: all(x > 0 for x in v), "distances > 0 pc")
+    _check_range(path, "predict", predict, "samples", lambda v: v >= 1, "an integer >= 1")
+    _check_range(path, "predict", predict, "keep_samples", lambda v: v >= 0, "an integer >= 0")
+    _check_range(path, "predict", predict, "refine", lambda v: v > 0, "a factor > 0")
+    _check_range(path, "predict", predict, "percentiles", lambda v: all(0 <= q <= 100 for q in v), "levels in 0..100")
+    given = [k for k in ("l", "b", "d") if k in predict]
+    if given and len(given) < 3:
+        raise ConfigError(
+            f"{path}: [predict] has {', '.join(given)} but not all of l, b, d: give all three for an explicit "
+            "prediction grid, or none (the training grid refined `refine` times)"
+        )
+    if given and "refine" in predict:
+        raise ConfigError(f"{path}: [predict] give either l, b, d or refine, not both")
+    if not given and "ghost_cells" in predict:
+        raise ConfigError(
+            f"{path}: [predict] ghost_cells applies to an explicit grid (l, b, d); a refined grid keeps the "
+            "training grid's"
+        )
+    if "checkpoint_every" in output:
+        # [output] is where a user looks for what is written when; the value is the fit's option
+        if "checkpoint_every" not in fit_keys():
+            raise ConfigError(f"{path}: [output] checkpoint_every: this version of the fit has no such option")
+        every = output.pop("checkpoint_every")
+        if fit_table.get("checkpoint_every", every) != every:
+            raise ConfigError(
+                f"{path}: checkpoint_every is {every} in [output] but {fit_table['checkpoint_every']} in [fit]; "
+                "give it once"
+            )
+        fit_table["checkpoint_every"] = every
+
     try:
-        grid = Grid.from_dict(raw["grid"])
-        fit = FitConfig.from_dict(raw.get("fit", {}))
+        grid = Grid.from_dict(grid_table)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [grid] {exc}") from None
+    try:
+        fit = FitConfig.from_dict(fit_table)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    catalog = simulate = None
+        raise ConfigError(f"{path}: [fit] {exc}") from None
+
+    catalog = simulate_options = None
     if "catalog" in raw:
-        catalog = dict(raw["catalog"])
-        _check_keys(catalog, CATALOG_KEYS, "catalog")
+        catalog = _check_table(path, "catalog", raw["catalog"], catalog_keys())
         if "path" not in catalog:
             raise ConfigError(f"{path}: [catalog] needs path = '...'")
         catalog["path"] = str((path.parent / Path(catalog["path"]).expanduser()).resolve())
@@ -155,15 +369,17 @@ def load_config(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None
             if isinstance(catalog.get(key), list):
                 catalog[key] = tuple(catalog[key])
     else:
-        simulate = dict(raw["simulate"])
-        _check_keys(simulate, SIMULATE_KEYS, "simulate")
-    predict = dict(raw.get("predict", {}))
-    _check_keys(predict, PREDICT_KEYS, "predict")
-    output = dict(raw.get("output", {}))
-    _check_keys(output, OUTPUT_KEYS, "output")
+        simulate_options = _check_table(path, "simulate", raw["simulate"], simulate_keys())
+        if "region" in simulate_options:
+            try:
+                Grid.from_dict(simulate_options["region"] | {"ghost_cells": 0})
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [simulate.region] {exc}") from None
     if "dir" in output:
         output["dir"] = str((path.parent / output["dir"]).resolve())
-    holdout = float(output.get("holdout", 0.0))
-    if not 0.0 <= holdout < 1.0:
-        raise ConfigError(f"[output] holdout: expected a share in [0, 1), got {holdout}")
-    return RunConfig(grid, fit, catalog, simulate, predict, output, raw)
+    config = RunConfig(grid, fit, catalog, simulate_options, predict, output, raw)
+    try:
+        config.prediction_grid()  # now, not after the fit
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [predict] {exc}") from None
+    return config
