@@ -343,6 +343,92 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert os.listdir(tmp_path) == []
 
 
+def test_an_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fits.HDUList, "writeto", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.write_fits(make_map(GRIDS["plain"]), tmp_path / "map.fits")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_writes_are_flushed_to_disk_before_the_rename(
+    overwrite: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_link, real_replace = os.fsync, os.link, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + ("dir" if Path(os.readlink(f"/proc/self/fd/{fd}")).is_dir() else "file"))
+        real_fsync(fd)
+
+    def rename(real):
+        def step(src, dst, *args, **kwargs):
+            events.append("rename")
+            return real(src, dst, *args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", rename(real_link))
+    monkeypatch.setattr(os, "replace", rename(real_replace))
+    io.write_netcdf(make_map(GRIDS["plain"]), tmp_path / "map.nc", overwrite=overwrite)
+    assert events == ["fsync file", "rename", "fsync dir"]
+    assert os.listdir(tmp_path) == ["map.nc"]
+
+
+def test_output_paths_are_checked_before_computing(tmp_path: Path) -> None:
+    assert io.check_output_path(tmp_path / "map.nc", overwrite=False) == tmp_path / "map.nc"
+    (tmp_path / "old.fits").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"old.fits exists; pass --overwrite"):
+        io.check_output_path(tmp_path / "old.fits", overwrite=False)
+    assert io.check_output_path(tmp_path / "old.fits", overwrite=True).name == "old.fits"
+    with pytest.raises(ValueError, match="unknown format"):
+        io.check_output_path(tmp_path / "map.png", overwrite=False)
+    with pytest.raises(ValueError, match=r"format: expected one of .*, got 'png'"):
+        io.check_output_path(tmp_path / "map.fits", overwrite=False, format="png")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        io.check_output_path(tmp_path / "missing" / "map.nc", overwrite=False)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        io.check_output_path(tmp_path, overwrite=True, format="netcdf")
+    assert (tmp_path / "old.fits").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["map.nc", "map.fits", "hp.fits"])
+@pytest.mark.parametrize("damage", ["empty", "random", "truncated"])
+def test_damaged_map_files_give_one_clear_error(name: str, damage: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    dmap = make_map(GRIDS["plain"])
+    io.write_map(dmap, path, **({"format": "healpix", "nside": 16} if name == "hp.fits" else {}))
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "random": os.urandom(4096), "truncated": data[: len(data) // 2]}[damage])
+    with pytest.raises(io.MapFileError, match=rf"{name}: (cannot be read as a dustgp|not a dustgp)"):
+        io.read_map(path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        io.read_map(tmp_path / "absent.nc")
+
+
+def test_netcdf_without_a_variable_names_it(tmp_path: Path) -> None:
+    import xarray as xr
+
+    io.write_netcdf(make_map(GRIDS["plain"]), tmp_path / "map.nc")
+    with xr.open_dataset(tmp_path / "map.nc", engine="h5netcdf") as ds:
+        ds.drop_vars(["l_edges", "density_std"]).to_netcdf(tmp_path / "cut.nc", engine="h5netcdf")
+    with pytest.raises(io.MapFileError, match=r"cut.nc: not a dustgp map: variables 'l_edges', 'density_std' missing"):
+        io.read_map(tmp_path / "cut.nc")
+
+
+def test_fits_without_an_hdu_names_it(tmp_path: Path) -> None:
+    io.write_fits(make_map(GRIDS["plain"]), tmp_path / "map.fits")
+    with fits.open(tmp_path / "map.fits") as hdul:
+        fits.HDUList([h for h in hdul if h.name != "DISTANCE_BINS"]).writeto(tmp_path / "cut.fits")
+    with pytest.raises(io.MapFileError, match=r"cut.fits: not a dustgp FITS map: .*DISTANCE_BINS.* is missing"):
+        io.read_map(tmp_path / "cut.fits")
+
+
 def test_read_emission(tmp_path: Path) -> None:
     header = io.celestial_wcs(GRIDS["plain"]).to_header()
     image = fits.PrimaryHDU(np.arange(12.0).reshape(3, 4), header=header)

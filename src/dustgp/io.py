@@ -46,8 +46,10 @@ from .grid import Grid
 __all__ = [
     "REFERENCE",
     "HealpixDustMap",
+    "MapFileError",
     "atomic_path",
     "celestial_wcs",
+    "check_output_path",
     "default_nside",
     "read_emission",
     "read_fits",
@@ -74,6 +76,11 @@ NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
 PathType = str | os.PathLike[str]
+
+
+class MapFileError(ValueError):
+    """A file that is not a readable dustgp map: corrupt, truncated, of another kind, or missing a part."""
+
 
 # (attribute of DustMap, long name, unit) of the summary arrays, in file order
 _SUMMARIES = (
@@ -169,6 +176,7 @@ def atomic_path(path: PathType, overwrite: bool) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp{''.join(target.suffixes)}")
     try:
         yield tmp
+        _fsync(tmp)  # the data reach the disk before the name does: a crash never leaves a named empty file
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -183,7 +191,80 @@ def atomic_path(path: PathType, overwrite: bool) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    _fsync(target.parent, directory=True)  # the rename itself
     log.info("wrote %s", target)
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    """Flush a file (or a directory's entries) to disk; a directory that cannot be opened is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if not directory:
+            raise
+        return  # e.g. Windows, where directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def check_output_path(
+    path: PathType, *, overwrite: bool, format: Literal["netcdf", "fits", "healpix"] | None = None
+) -> Path:
+    """Check, before any computing, that a map can be written to ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    overwrite : bool
+        Whether an existing file may be replaced.
+    format : {"netcdf", "fits", "healpix"}, optional
+        The format; default chosen from the name, as :func:`write_map` does.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        The name has no known map suffix (and no ``format`` is given), or ``format`` is unknown.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    """
+    target = Path(path)
+    kind = format or _kind(target)
+    if kind not in _WRITERS:
+        raise ValueError(f"format: expected one of {sorted(_WRITERS)}, got {kind!r}")
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder; expected a map file name")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{target.parent}: no such directory")
+    return target
+
+
+@contextlib.contextmanager
+def _reading(path: PathType, what: str) -> Iterator[None]:
+    """Turn the errors of reading a damaged or foreign file into one :class:`MapFileError` naming ``path``."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        yield
+    except (MapFileError, FileNotFoundError):
+        raise
+    except KeyError as exc:
+        part = exc.args[0] if exc.args else exc
+        raise MapFileError(f"{path}: not a dustgp {what}: {part!s} is missing") from exc
+    except (OSError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
+        raise MapFileError(f"{path}: cannot be read as a dustgp {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def _uniform_step(edges: np.ndarray) -> float | None:
@@ -369,11 +450,27 @@ def read_netcdf(path: PathType) -> DustMap:
     -------
     DustMap
         Exactly the map that was written (values, dtypes, grid edges, percentile levels, meta).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    MapFileError
+        The file is damaged, of another kind, or misses a part of a dustgp map (the message names it).
     """
     import xarray as xr
 
-    with xr.open_dataset(path, engine="h5netcdf", decode_times=False) as ds:
+    with _reading(path, "NetCDF map"), xr.open_dataset(path, engine="h5netcdf", decode_times=False) as ds:
         ds.load()
+        required = ["l_edges", "b_edges", "distance_edges", "percentile", *(name for name, _, _ in _SUMMARIES)]
+        missing = [name for name in required if name not in ds.variables]
+        if missing:
+            raise MapFileError(
+                f"{path}: not a dustgp map: variable{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(repr, missing))} missing (it has {', '.join(map(repr, map(str, ds.variables)))})"
+            )
+        if "ghost_cells" not in ds.attrs:
+            raise MapFileError(f"{path}: not a dustgp map: the global attribute 'ghost_cells' is missing")
         ghost_cells = int(ds.attrs["ghost_cells"])
         grid = _grid_from_edges(ds["l_edges"].values, ds["b_edges"].values, ds["distance_edges"].values, ghost_cells)
         arrays = {name: ds[name].values for name, _, _ in _SUMMARIES}
@@ -645,8 +742,15 @@ def read_fits(path: PathType) -> DustMap:
     -------
     DustMap
         Exactly the map that was written.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    MapFileError
+        The file is damaged, of another kind, or misses a part of a dustgp map (the message names it).
     """
-    with fits.open(path, memmap=False) as hdul:
+    with _reading(path, "FITS map"), fits.open(path, memmap=False) as hdul:
         prov = _read_provenance(hdul)
         bins = hdul["DISTANCE_BINS"]
         ghost_cells = int(bins.header["GHOSTS"])
@@ -919,7 +1023,7 @@ def read_healpix(path: PathType) -> HealpixDustMap:
     -------
     HealpixDustMap
     """
-    with fits.open(path, memmap=False) as hdul:
+    with _reading(path, "HEALPix map"), fits.open(path, memmap=False) as hdul:
         prov = _read_provenance(hdul)
         bins = hdul["DISTANCE_BINS"]
         d_edges = np.append(_native(bins.data["D_NEAR"]), _native(bins.data["D_FAR"])[-1:])
@@ -983,10 +1087,17 @@ def read_map(path: PathType) -> DustMap | HealpixDustMap:
     Returns
     -------
     DustMap or HealpixDustMap
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    MapFileError
+        The file is damaged, of another kind, or misses a part of a dustgp map (the message names it).
     """
     if _kind(path) == "netcdf":
         return read_netcdf(path)
-    with fits.open(path, memmap=False) as hdul:
+    with _reading(path, "FITS map"), fits.open(path, memmap=False) as hdul:
         healpix = any(str(h.header.get("PIXTYPE", "")).upper() == "HEALPIX" for h in hdul[1:3])
     return read_healpix(path) if healpix else read_fits(path)
 
