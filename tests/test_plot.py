@@ -100,6 +100,15 @@ def test_sightline_profile(dmap: DustMap, tmp_path: Path) -> None:
         plot.sightline_profile(dmap, 180.0, 0.0)
 
 
+def test_sightline_title_rounds_its_coordinates() -> None:
+    grid = Grid(l=(50, 90, 8), b=(-10, 10, 100), d=(180, 500, 5), ghost_cells=1)
+    b_middle = float(np.median(grid.b_centers))  # 4.44e-16 deg: the rounding noise of computed centres
+    drawn = plot.sightline_profile(make_map(grid), 70.0, b_middle)
+    assert drawn.density.axes.get_title() == "l = 70°, b = 0°"
+    assert plot.format_degrees(-1e-17) == "0"
+    assert plot.format_degrees(123.4567891) == "123.457"
+
+
 def test_residual_histogram(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     a_pred = rng.uniform(0.1, 2, 2000)

@@ -261,8 +261,9 @@ def _reading(path: PathType, what: str) -> Iterator[None]:
     except (MapFileError, FileNotFoundError):
         raise
     except KeyError as exc:
-        part = exc.args[0] if exc.args else exc
-        raise MapFileError(f"{path}: not a dustgp {what}: {part!s} is missing") from exc
+        part = str(exc.args[0] if exc.args else exc)
+        detail = part if " " in part else f"{part!r} is missing"  # astropy's own: "Extension 'X' not found."
+        raise MapFileError(f"{path}: not a dustgp {what}: {detail}") from exc
     except (OSError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
         raise MapFileError(f"{path}: cannot be read as a dustgp {what} ({type(exc).__name__}: {exc})") from exc
 

@@ -1,14 +1,18 @@
 """A whole run from a :class:`~dustgp.config.RunConfig`: stars → fit → map → files, figures and a report.
 
 This is what ``dustgp fit RUN.toml`` and ``dustgp demo`` execute. Everything it writes goes into one output
-folder: ``fit.ckpt`` (resumable), ``map.nc`` / ``map.fits``, ``figures/*.png`` and ``report.json``.
+folder: ``fit.ckpt`` (resumable), ``map.nc`` / ``map.fits``, ``figures/*.png`` and ``report.json``. Every output is
+checked before any computing: none is replaced without ``overwrite``, and a folder holding a checkpoint is
+continued (``resume``) or replaced (``overwrite``), never silently restarted.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,16 +20,75 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .catalog import Catalog
 from .config import RunConfig, load_config
 from .dustmap import DustMap
-from .fitting import Fit, fit
+from .fitting import Fit, FitError, fit, load_checkpoint, load_fit
+from .grid import Grid
 from .simulate import SimulatedSky, simulate
 from .validation import compare_to_truth, holdout_report
 
-__all__ = ["RunResult", "default_demo_config", "run", "write_figures"]
+__all__ = [
+    "CheckpointError",
+    "RunResult",
+    "default_demo_config",
+    "figure_names",
+    "read_checkpoint",
+    "read_fit",
+    "run",
+    "write_figures",
+]
 
 logger = logging.getLogger(__name__)
+
+MAP_SUFFIXES = {"netcdf": ".nc", "fits": ".fits", "healpix": ".healpix.fits"}
+
+
+class CheckpointError(FitError):
+    """A file that cannot be used as a dustgp checkpoint: damaged, truncated, foreign or incomplete."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's payload, read without executing code, or a :class:`CheckpointError` naming the file.
+
+    :func:`dustgp.fitting.load_checkpoint` lets torch's own errors through for damaged or foreign files; their
+    text even suggests ``weights_only=False``, i.e. executing the file's code. This reader says what the file
+    is instead.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    CheckpointError
+        Anything else that stops the file from being read as a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return load_checkpoint(path)
+    except FitError as exc:  # readable, but of another format
+        raise CheckpointError(str(exc)) from None
+    except Exception as exc:
+        # torch.load of damaged or foreign bytes: UnpicklingError, RuntimeError, EOFError, ... Their text is not
+        # shown: the file is untrusted, and torch suggests loading it unsafely.
+        if path.stat().st_size == 0:
+            why = "the file is empty"
+        elif not zipfile.is_zipfile(path):
+            why = "not a torch archive (truncated, or another kind of file)"
+        else:
+            why = f"its content cannot be loaded safely ({type(exc).__name__})"
+        raise CheckpointError(f"{path} is not a dustgp checkpoint: {why}") from None
+
+
+def read_fit(path: str | Path, *, device: str | None = None) -> Fit:
+    """:func:`dustgp.fitting.load_fit` with every problem of the file as a :class:`CheckpointError`."""
+    read_checkpoint(path)
+    try:
+        return load_fit(path, device=device)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a payload missing its parts
+        raise CheckpointError(f"{path} is not a usable dustgp checkpoint: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass
@@ -55,19 +118,50 @@ def _stars(config: RunConfig) -> tuple[Catalog, SimulatedSky | None]:
         return catalog, None
     options = dict(config.simulate or {})
     region = options.pop("region", None)
-    from .grid import Grid
-
     truth_grid = Grid.from_dict(region | {"ghost_cells": 0}) if region else config.grid.with_ghost_cells(0)
     sky = simulate(truth_grid, **options)
     return sky.catalog, sky
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray | np.generic):
+        return obj.tolist()
+    return str(obj)  # TOML dates, paths
+
+
+def _write_json(path: Path, payload: dict[str, Any], *, overwrite: bool) -> Path:
     from .io import atomic_path
 
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float))
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
     return path
+
+
+def _default_sightline(grid: Grid) -> tuple[float, float]:
+    """The map's central pixel column, in rounded deg (the median of computed centres carries rounding noise)."""
+    from .plot import DEGREE_DECIMALS
+
+    l, b = (round(float(np.median(c)), DEGREE_DECIMALS) + 0.0 for c in (grid.l_centers, grid.b_centers))
+    return l, b
+
+
+def figure_names(
+    grid: Grid, *, truth: bool, losses: bool, sightlines: list[tuple[float, float]] | None = None
+) -> list[str]:
+    """File names :func:`write_figures` gives its figures, in order, for a map on ``grid``."""
+    from .plot import format_degrees
+
+    names = ["density_truth_comparison.png" if truth else "density_slices.png", "total_extinction.png"]
+    names += ["elbo.png"] if losses else []
+    for l, b in sightlines or [_default_sightline(grid)]:
+        names.append(f"sightline_l{format_degrees(l)}_b{format_degrees(b)}.png")
+    return names
+
+
+def _existing(paths: list[Path]) -> None:
+    found = [str(p) for p in paths if p.exists()]
+    if found:
+        raise FileExistsError(f"{', '.join(found)} exist{'s' if len(found) == 1 else ''}; pass --overwrite to replace")
 
 
 def write_figures(
@@ -78,25 +172,37 @@ def write_figures(
     losses: np.ndarray | None = None,
     sky: SimulatedSky | None = None,
     sightlines: list[tuple[float, float]] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write the standard figures of a map as PNG files into ``folder``.
 
     Density slices at ``distances`` (pc; default four evenly spaced) — beside the truth when ``sky`` is given —,
     the total extinction map, the ELBO history when ``losses`` are given, and sightline profiles at
-    ``sightlines`` ((l, b) in deg; default the map's centre).
+    ``sightlines`` ((l, b) in deg; default the map's centre). Names: :func:`figure_names`.
+
+    Raises
+    ------
+    FileExistsError
+        One of the figures exists and ``overwrite`` is False (checked before drawing any).
     """
     import matplotlib.pyplot as plt
 
     from . import plot
+    from .io import atomic_path
 
-    folder.mkdir(parents=True, exist_ok=True)
     grid = dmap.grid
+    points = sightlines or [_default_sightline(grid)]
+    names = figure_names(grid, truth=sky is not None, losses=losses is not None, sightlines=points)
+    if not overwrite:
+        _existing([folder / name for name in names])
+    folder.mkdir(parents=True, exist_ok=True)
     distances = distances or list(np.linspace(grid.d_min, grid.d_max, 6)[1:-1].round())
     written = []
 
     def save(fig: Any, name: str) -> None:
         path = folder / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        with atomic_path(path, overwrite) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         plt.close(fig)
         written.append(path)
 
@@ -114,10 +220,10 @@ def write_figures(
         fig, ax = plt.subplots(figsize=(6, 4))
         plot.elbo_history(losses, ax=ax)
         save(fig, "elbo.png")
-    for l, b in sightlines or [(float(np.median(grid.l_centers)), float(np.median(grid.b_centers)))]:
+    for (l, b), name in zip(points, names[-len(points) :], strict=True):
         fig, ax = plt.subplots(figsize=(6, 4))
         plot.sightline_profile(dmap, l, b, ax=ax)
-        save(fig, f"sightline_l{l:g}_b{b:g}.png")
+        save(fig, name)
     return written
 
 
@@ -145,20 +251,40 @@ def run(
         Progress bars on stderr.
     figures : bool, optional
         Write figures (default ``[output] figures``, else True).
+
+    Raises
+    ------
+    FileExistsError
+        Without ``overwrite``: a map, figure or ``report.json`` of this run exists, or ``fit.ckpt`` exists and
+        ``resume`` is False. Checked before any computing.
+    CheckpointError
+        ``resume`` with a ``fit.ckpt`` that is not a readable checkpoint.
     """
     if not isinstance(config, RunConfig):
         config = load_config(config)
     folder = Path(out or config.output.get("dir", "dustgp-run"))
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; expected an output folder")
     formats = config.output.get("formats", ["netcdf"])
-    suffix = {"netcdf": ".nc", "fits": ".fits", "healpix": ".healpix.fits"}
-    unknown = sorted(set(formats) - set(suffix))
+    unknown = sorted(set(formats) - set(MAP_SUFFIXES))
     if unknown:
-        raise ValueError(f"[output] formats: unknown {unknown}; choose from {sorted(suffix)}")
-    targets = [folder / f"map{suffix[f]}" for f in formats]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+        raise ValueError(f"[output] formats: unknown {unknown}; choose from {sorted(MAP_SUFFIXES)}")
+    targets = [folder / f"map{MAP_SUFFIXES[f]}" for f in formats]
+    draw = config.output.get("figures", True) if figures is None else figures
+    checkpoint = folder / "fit.ckpt"
+    if not overwrite:
+        planned = [*targets, folder / "report.json"]
+        if draw:
+            names = figure_names(config.prediction_grid(), truth=config.simulate is not None, losses=True)
+            planned += [folder / "figures" / name for name in names]
+        _existing(planned)
+        if checkpoint.exists() and not resume:
+            raise FileExistsError(
+                f"{checkpoint} holds a fit; pass --resume to continue it or --overwrite to start afresh"
+            )
+    if resume and checkpoint.exists():
+        read_checkpoint(checkpoint)  # a clear message now, not torch's from inside the fit
+    folder.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     catalog, sky = _stars(config)
@@ -167,7 +293,6 @@ def run(
     if holdout > 0:
         catalog, held_out = catalog.split(1.0 - holdout, seed=int(config.output.get("holdout_seed", 0)))
     logger.info("stars: %d for the fit%s", len(catalog), f", {len(held_out)} held out" if held_out else "")
-    checkpoint = folder / "fit.ckpt"
     fitted = fit(
         catalog,
         config.grid,
@@ -183,6 +308,14 @@ def run(
     dmap.meta["run_config"] = config.raw
 
     report: dict[str, Any] = {
+        "dustgp_version": __version__,
+        "seed": fitted.config.seed,
+        "seeds": {
+            "fit": fitted.config.seed,
+            "predict": dmap.meta.get("seed"),
+            **({"simulate": _sky_seed(config)} if sky is not None else {}),
+            **({"holdout": int(config.output.get("holdout_seed", 0))} if held_out is not None else {}),
+        },
         "stars_fitted": fitted.stars,
         "iterations": fitted.iterations,
         "stopped_by": fitted.stopped_by,
@@ -202,14 +335,22 @@ def run(
 
     for fmt, target in zip(formats, targets, strict=True):
         result.files.append(write_map(dmap, target, format=fmt, overwrite=overwrite))
-    if config.output.get("figures", True) if figures is None else figures:
+    if draw:
         result.files += write_figures(
             dmap,
             folder / "figures",
             distances=config.output.get("slice_distances"),
             losses=fitted.losses,
             sky=sky,
+            overwrite=overwrite,
         )
     report["total_seconds"] = time.perf_counter() - started
-    result.files.append(_write_json(folder / "report.json", report))
+    report["run_config"] = config.raw
+    result.files.append(_write_json(folder / "report.json", report, overwrite=overwrite))
     return result
+
+
+def _sky_seed(config: RunConfig) -> int:
+    """The seed of a simulated sky: ``[simulate] seed``, else :func:`dustgp.simulate`'s default."""
+    default = inspect.signature(simulate).parameters["seed"].default
+    return int((config.simulate or {}).get("seed", default))

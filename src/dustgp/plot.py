@@ -41,11 +41,22 @@ __all__ = [
     "elbo_history",
     "emission_ratio_map",
     "extinction_map",
+    "format_degrees",
     "residual_histogram",
     "sightline_profile",
     "sky_axes",
     "truth_comparison",
 ]
+
+
+#: Decimals of a coordinate in titles and file names: 1e-6 deg (3.6 mas) is finer than any map cell, and hides
+#: the rounding noise of computed positions (the middle of -10..10 deg comes out as 4.4e-16).
+DEGREE_DECIMALS = 6
+
+
+def format_degrees(value: float) -> str:
+    """A coordinate in deg for titles and file names: rounded to ``DEGREE_DECIMALS``, no ``-0``, ``:g`` style."""
+    return f"{round(float(value), DEGREE_DECIMALS) + 0.0:g}"
 
 
 class SightlineArtists(NamedTuple):
@@ -310,7 +321,7 @@ def sightline_profile(
         )
     ax2.set_ylabel("extinction (mag)", color="C3")
     ax.set_xlim(0, grid.d_max)
-    ax.set_title(f"l = {l_deg:g}°, b = {b_deg:g}°")
+    ax.set_title(f"l = {format_degrees(l_deg)}°, b = {format_degrees(b_deg)}°")
     return SightlineArtists(density_line, density_band, extinction_line, extinction_band, ax2)
 
 

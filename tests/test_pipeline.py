@@ -1,0 +1,121 @@
+"""Runs: outputs checked before computing, figures never replaced unasked, checkpoints read with a clear message."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: the tests never need a display
+
+import numpy as np
+import pytest
+import torch
+
+from dustgp.config import load_config
+from dustgp.grid import Grid
+from dustgp.pipeline import CheckpointError, default_demo_config, figure_names, read_checkpoint, run, write_figures
+from known_maps import make_map
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+RUN = """
+[simulate]
+n_stars = 200
+seed = 4
+region = { l = [60, 70, 20], b = [-4, 4, 10], d = [150, 300, 30] }
+
+[grid]
+l = [60, 70, 5]
+b = [-4, 4, 4]
+d = [150, 300, 8]
+
+[fit]
+inducing_points = 20
+max_iterations = 5
+
+[predict]
+refine = 2
+samples = 4
+"""
+
+# A grid symmetric about b = 0: the middle of its b centres is computed as 4.44e-16, not 0.
+SYMMETRIC = Grid(l=(50, 90, 8), b=(-10, 10, 100), d=(180, 500, 5), ghost_cells=1)
+
+
+def test_the_default_sightline_is_named_by_its_rounded_position(tmp_path: Path) -> None:
+    assert float(np.median(SYMMETRIC.b_centers)) != 0.0  # the rounding noise this test is about
+    written = write_figures(make_map(SYMMETRIC, 1e-3), tmp_path, distances=[300.0])
+    assert [p.name for p in written] == ["density_slices.png", "total_extinction.png", "sightline_l70_b0.png"]
+    assert figure_names(SYMMETRIC, truth=True, losses=True) == [
+        "density_truth_comparison.png",
+        "total_extinction.png",
+        "elbo.png",
+        "sightline_l70_b0.png",
+    ]
+    assert figure_names(SYMMETRIC, truth=False, losses=False, sightlines=[(60.25, -1e-17)])[-1] == (
+        "sightline_l60.25_b0.png"
+    )
+
+
+def test_figures_are_not_replaced_unasked(tmp_path: Path) -> None:
+    dmap = make_map(SYMMETRIC, 1e-3)
+    (tmp_path / "total_extinction.png").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"total_extinction.png exists; pass --overwrite to replace"):
+        write_figures(dmap, tmp_path, distances=[300.0], sightlines=[(70.0, 1.0)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["total_extinction.png"]  # nothing drawn
+    written = write_figures(dmap, tmp_path, distances=[300.0], sightlines=[(70.0, 1.0)], overwrite=True)
+    assert (tmp_path / "total_extinction.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+def _config(tmp_path: Path):
+    path = tmp_path / "run.toml"
+    path.write_text(RUN)
+    return load_config(path)
+
+
+def test_a_folder_holding_a_fit_is_resumed_or_replaced_never_restarted_silently(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fit.ckpt").write_bytes(b"a fit of yesterday")
+    with pytest.raises(FileExistsError, match=r"fit.ckpt holds a fit; pass --resume to continue it or --overwrite"):
+        run(_config(tmp_path), out=out, progress=False)
+    with pytest.raises(CheckpointError, match=r"fit.ckpt is not a dustgp checkpoint: not a torch archive"):
+        run(_config(tmp_path), out=out, resume=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["fit.ckpt"]
+
+
+def test_every_output_is_checked_before_computing(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    for existing in ("report.json", "figures/sightline_l65_b0.png"):
+        out = tmp_path / existing.replace("/", "_")
+        (out / existing).parent.mkdir(parents=True)
+        (out / existing).write_text("precious")
+        with pytest.raises(FileExistsError, match=rf"{existing} exists; pass --overwrite"):
+            run(config, out=out, progress=False)
+    with pytest.raises(NotADirectoryError, match="is a file; expected an output folder"):
+        run(config, out=tmp_path / "run.toml", progress=False)
+
+
+def test_checkpoints_are_read_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "fit.ckpt"
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        read_checkpoint(path)
+    torch.save({"format": "dustgp-checkpoint-1", "payload": Path("x")}, path)  # only an unsafe load runs this
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert (
+        str(info.value) == f"{path} is not a dustgp checkpoint: its content cannot be loaded safely (UnpicklingError)"
+    )
+    assert info.value.__cause__ is None  # torch's text, which suggests weights_only=False, is not chained
+
+
+def test_section3_example_is_the_demo() -> None:
+    """examples/section3.toml says it is `dustgp demo`: same stars, grid, fit, prediction and products."""
+    demo = tomllib.loads(default_demo_config().read_text())
+    example = tomllib.loads((EXAMPLES / "section3.toml").read_text())
+    for table in ("simulate", "grid", "fit", "predict"):
+        assert example[table] == demo[table], table
+    assert {k: v for k, v in example["output"].items() if k != "dir"} == demo["output"]
