@@ -1,11 +1,18 @@
 """The command line, end to end on a tiny run file, and the run-file checks."""
 
 import json
+import logging
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from astropy.table import Table
 
+import dustgp
 from dustgp.cli import build_parser, main
 from dustgp.config import ConfigError, load_config
 from dustgp.io import read_map
@@ -59,7 +66,8 @@ def test_simulate_writes_a_table(tmp_path: Path) -> None:
     table = Table.read(out)
     assert len(table) == 500
     assert {"l", "b", "distance", "A0", "A0_err", "A0_true"} <= set(table.colnames)
-    assert main(["simulate", str(out), "--n-stars", "10", "--quiet"]) == 1  # never overwrites unasked
+    assert main(["simulate", str(out), "--n-stars", "10", "--quiet"]) == 2  # never overwrites unasked
+    assert len(Table.read(out)) == 500
 
 
 def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
@@ -69,13 +77,17 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     assert main(["fit", str(run_file), "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["iterations"] <= 150
+    assert report["dustgp_version"] == dustgp.__version__
+    assert report["seed"] == 1  # [fit] seed
+    assert report["seeds"] == {"fit": 1, "predict": 0, "simulate": 4, "holdout": 0}
+    assert report["run_config"]["fit"]["inducing_points"] == 60
     assert report["holdout"]["n_stars"] > 0
     assert "truth" in report
     for name in ("map.nc", "map.fits", "fit.ckpt", "figures/total_extinction.png", "figures/elbo.png"):
         assert (out / name).exists(), name
     assert read_map(out / "map.nc").meta["seed"] == 0
     # an existing map is never replaced unasked
-    assert main(["fit", str(run_file), "--out", str(out), "--quiet"]) == 1
+    assert main(["fit", str(run_file), "--out", str(out), "--quiet"]) == 2
     # resume continues from the checkpoint
     run_file.write_text(RUN.format(iterations=170))
     assert main(["fit", str(run_file), "--out", str(out), "--resume", "--overwrite", "--quiet", "--no-figures"]) == 0
@@ -102,3 +114,199 @@ def test_run_file_errors_name_the_problem(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+# ---- errors: one line on stderr, exit status 2 for what the user gave, 1 for a failed computation -------------
+
+
+@pytest.fixture
+def terminal(capsys: pytest.CaptureFixture[str]):
+    """Run ``main`` with logging as on a terminal (no pytest handlers on the root logger): (status, stderr lines)."""
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        root = logging.getLogger()
+        saved, level = root.handlers[:], root.level
+        for handler in saved:
+            root.removeHandler(handler)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        finally:
+            for handler in root.handlers[:]:  # the stderr handler main() installed
+                root.removeHandler(handler)
+            for handler in saved:
+                root.addHandler(handler)
+            root.setLevel(level)
+        return code, capsys.readouterr().err.splitlines()
+
+    return run
+
+
+def assert_one_error_line(err: list[str], message: str) -> None:
+    """One ERROR line matching ``message``, last; any other line is a one-line warning; no traceback."""
+    assert re.search(r"^ERROR dustgp: .*" + message, err[-1]), err
+    assert all(line.startswith("WARNING ") for line in err[:-1]), err
+
+
+def _run_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _stars(tmp_path: Path, *, l: float, nan_rows: int = 0) -> str:
+    table = Table()
+    table["l"] = np.full(20, l)
+    table["b"] = np.linspace(-3, 3, 20)
+    table["distance"] = np.linspace(160, 290, 20)
+    table["A0"] = np.linspace(0.1, 0.5, 20)
+    table["A0_err"] = np.full(20, 0.05)
+    table["A0"][:nan_rows] = np.nan
+    table.write(tmp_path / "stars.csv", overwrite=True)
+    run = RUN.format(iterations=10)
+    return '[catalog]\npath = "stars.csv"\n\n' + run[run.index("[grid]") :]
+
+
+def _damaged_checkpoint(tmp_path: Path, kind: str) -> str:
+    path = tmp_path / "fit.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(1).bytes(5000))
+    elif kind == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "crafted":  # a pickle that only an unsafe load would run
+        torch.save({"format": "dustgp-checkpoint-1", "payload": Path("x")}, path)
+    elif kind == "truncated":
+        torch.save({"format": "dustgp-checkpoint-1", "model": {"w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("ghost_cells", "ghost_cels"))],
+         r"\[grid\] unknown key 'ghost_cels'; known keys: b, d, ghost_cells, l"),
+        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("seed = 1", 'seed = "one"'))],
+         r"\[fit\] seed: expected an integer, got 'one' \(a string\)"),
+        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("= 60", '= "60"'))],
+         r"\[fit\] inducing_points: expected an integer, got '60' \(a string\)"),
+        (lambda p: ["fit", _run_file(p, "[grid\n")], r"run.toml: not valid TOML"),
+        (lambda p: ["fit", str(p / "absent.toml")], r"run file .*absent.toml does not exist"),
+        (lambda p: ["fit", _run_file(p, _stars(p, l=200.0)), "--out", str(p / "out")],
+         r"no star of the catalogue \(16 stars\) lies on the grid"),
+        (lambda p: ["fit", _run_file(p, _stars(p, l=65.0, nan_rows=2)), "--out", str(p / "out")],
+         r"2 of 20 rows are not usable \(pass on_bad='drop' to drop them\): column 'A0': expected finite values"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "empty"), str(p / "m.nc")],
+         r"fit.ckpt is not a dustgp checkpoint: the file is empty$"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "random"), str(p / "m.nc")],
+         r"fit.ckpt is not a dustgp checkpoint: not a torch archive"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "truncated"), str(p / "m.nc")],
+         r"fit.ckpt is not a dustgp checkpoint: not a torch archive"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "crafted"), str(p / "m.nc")],
+         r"fit.ckpt is not a dustgp checkpoint: its content cannot be loaded safely \(UnpicklingError\)$"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "foreign"), str(p / "m.nc")],
+         r"fit.ckpt is not a dustgp checkpoint \(expected format 'dustgp-checkpoint-1'\)"),
+        (lambda p: ["predict", str(p / "absent.ckpt"), str(p / "m.nc")], r"absent.ckpt: no such checkpoint file"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "random"), str(p / "m.txt")], r"unknown format"),
+        (lambda p: ["predict", _damaged_checkpoint(p, "random"), str(p / "no" / "m.nc")], r"no: no such directory"),
+        (lambda p: ["info", str(p / "absent.nc")], r"absent.nc: no such file"),
+        (lambda p: ["simulate", str(p / "no" / "stars.fits"), "--n-stars", "10"], r"no: no such directory"),
+        (lambda p: ["simulate", str(p / "s.fits"), "--d", "500,180,10"], r"d: expected lo < hi, got \(500, 180\) pc"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line_and_status_2(make, message: str, tmp_path: Path, terminal) -> None:
+    code, err = terminal(*make(tmp_path), "--quiet")
+    assert code == 2
+    assert_one_error_line(err, message)
+    assert "weights_only" not in err[-1]
+
+
+def test_damaged_maps_are_one_line_and_status_2(tmp_path: Path, terminal) -> None:
+    import xarray as xr
+
+    from known_maps import make_map
+
+    grid = dustgp.Grid(l=(60, 70, 4), b=(-4, 4, 4), d=(150, 300, 5), ghost_cells=1)
+    dustgp.write_map(make_map(grid, 1e-3), tmp_path / "map.fits")
+    (tmp_path / "cut.fits").write_bytes((tmp_path / "map.fits").read_bytes()[:20000])
+    code, err = terminal("info", str(tmp_path / "cut.fits"))
+    assert code == 2
+    assert_one_error_line(err, r"cut.fits: not a dustgp FITS map: Extension 'DISTANCE_BINS' not found")
+    dustgp.write_map(make_map(grid, 1e-3), tmp_path / "map.nc")
+    with xr.open_dataset(tmp_path / "map.nc", engine="h5netcdf") as ds:
+        ds.drop_vars("extinction_mean").to_netcdf(tmp_path / "cut.nc", engine="h5netcdf")
+    code, err = terminal("plot", str(tmp_path / "cut.nc"), "--out", str(tmp_path / "figs"))
+    assert code == 2
+    assert_one_error_line(err, r"cut.nc: not a dustgp map: variable 'extinction_mean' missing")
+
+
+def test_a_failed_computation_is_status_1_and_verbose_shows_the_traceback(
+    tmp_path: Path, terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path):
+        raise RuntimeError("CUDA out of memory\nsecond line")
+
+    monkeypatch.setattr(dustgp.io, "read_map", broken)
+    code, err = terminal("info", str(tmp_path / "map.nc"))
+    assert code == 1
+    assert err == [
+        "ERROR dustgp: failed: RuntimeError: CUDA out of memory; second line (run with -v for the traceback)"
+    ]
+    code, err = terminal("info", str(tmp_path / "map.nc"), "-v")
+    assert code == 1
+    assert "Traceback (most recent call last):" in err
+    code, err = terminal("predict", str(tmp_path / "absent.ckpt"), str(tmp_path / "m.nc"), "-v")
+    assert code == 2
+    assert "Traceback (most recent call last):" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dustgp {dustgp.__version__}"
+
+
+def test_outputs_are_checked_before_computing_and_never_replaced_unasked(tmp_path: Path, terminal) -> None:
+    from known_maps import make_map
+
+    # predict: an existing output is refused before the checkpoint is even read
+    (tmp_path / "m.nc").write_bytes(b"precious")
+    code, err = terminal("predict", _damaged_checkpoint(tmp_path, "random"), str(tmp_path / "m.nc"))
+    assert code == 2
+    assert err[0].endswith("m.nc exists; pass --overwrite (overwrite=True) to replace it")
+    assert (tmp_path / "m.nc").read_bytes() == b"precious"
+    # plot: existing figures are kept unless --overwrite
+    grid = dustgp.Grid(l=(60, 70, 4), b=(-4, 4, 4), d=(150, 300, 5), ghost_cells=1)
+    dustgp.write_map(make_map(grid, 1e-3), tmp_path / "map.nc")
+    figs = tmp_path / "figs"
+    args = ["plot", str(tmp_path / "map.nc"), "--out", str(figs), "--distances", "200", "--quiet"]
+    assert terminal(*args)[0] == 0
+    names = sorted(p.name for p in figs.iterdir())
+    assert names == ["density_slices.png", "sightline_l65_b0.png", "total_extinction.png"]
+    (figs / "total_extinction.png").write_bytes(b"precious")
+    code, err = terminal(*args)
+    assert code == 2
+    assert "sightline_l65_b0.png exist; pass --overwrite to replace" in err[0]
+    assert (figs / "total_extinction.png").read_bytes() == b"precious"
+    assert terminal(*args, "--overwrite")[0] == 0
+    assert (figs / "total_extinction.png").read_bytes() != b"precious"
+    assert sorted(p.name for p in figs.iterdir()) == names  # no temporary files left
+
+
+def test_a_real_terminal_gets_one_line(tmp_path: Path) -> None:
+    """The installed command, as a user runs it: stderr holds one line and no traceback."""
+    checkpoint = _damaged_checkpoint(tmp_path, "crafted")
+    done = subprocess.run(
+        [sys.executable, "-m", "dustgp.cli", "predict", checkpoint, str(tmp_path / "m.nc")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"ERROR dustgp: {checkpoint} is not a dustgp checkpoint: its content cannot be loaded safely (UnpicklingError)"
+    ]

@@ -2,6 +2,10 @@
 
 Run ``dustgp SUBCOMMAND --help`` for every option. Progress goes to stderr (``--quiet`` silences it); Ctrl-C
 during a fit writes the checkpoint and exits with status 130, and ``--resume`` continues from it.
+
+Exit status: 0 done; 2 a problem with what was given (a run file, a catalogue, a grid, a missing, damaged or
+existing file, a fit that cannot start or go on), reported as one line on stderr; 1 a computation that failed
+otherwise, also one line; 130 interrupted. ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +14,21 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
+
+from . import __version__
+from .fitting import FitError
 
 __all__ = ["main"]
 
 logger = logging.getLogger("dustgp")
+
+#: Errors that come from what the user gave, not from the computation: exit status 2. ValueError covers
+#: CatalogError, GridError, ConfigError and MapFileError; OSError covers missing, existing, unreadable and
+#: unwritable files; FitError covers CheckpointError and fits that cannot start (no star on the grid).
+USER_ERRORS = (ValueError, KeyError, OSError, FitError)
 
 
 def _axis(text: str) -> tuple[float, float, int]:
@@ -31,23 +44,31 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
 
 
+def _check_new_file(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such directory")
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .grid import Grid
+    from .io import atomic_path
     from .simulate import simulate
 
+    out = Path(args.out)
+    _check_new_file(out, args.overwrite)  # before simulating
     region = Grid(l=args.l, b=args.b, d=args.d, ghost_cells=0)
     sky = simulate(region, n_stars=args.n_stars, n_clumps=args.clumps, noise=args.noise, seed=args.seed)
     table = sky.catalog.to_table()
     table["A0_true"] = sky.true_extinction
     table.meta["dustgp_seed"] = args.seed
+    table.meta["dustgp_version"] = __version__
     table.meta["clumps"] = json.dumps([c.__dict__ for c in sky.clumps])
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        logger.error("%s exists; pass --overwrite to replace it", out)
-        return 1
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    table.write(tmp, overwrite=True, format=args.format)
-    tmp.replace(out)
+    with atomic_path(out, args.overwrite) as tmp:
+        table.write(tmp, overwrite=True, format=args.format)
     logger.info("wrote %d simulated stars to %s (columns l, b, distance, A0, A0_err, A0_true)", len(table), out)
     return 0
 
@@ -108,18 +129,22 @@ def _print_report(report: dict[str, Any], files: list[Path]) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .fitting import load_fit
     from .grid import Grid
-    from .io import write_map
+    from .io import check_output_path, write_map
+    from .pipeline import read_fit
 
-    fitted = load_fit(args.checkpoint, device=args.device)
+    check_output_path(args.out, overwrite=args.overwrite)  # before any computing
     grid = None
     if args.l and args.b and args.d:
         grid = Grid(l=args.l, b=args.b, d=args.d, ghost_cells=args.ghost_cells)
     elif args.l or args.b or args.d:
-        logger.error("give all of --l, --b and --d for an explicit grid, or none for the refined training grid")
-        return 2
-    elif args.refine:
+        raise ValueError("give all of --l, --b and --d for an explicit grid, or none for the refined training grid")
+    if args.refine is not None and grid is not None:
+        raise ValueError("give either --l/--b/--d or --refine, not both")
+    if args.refine is not None and not args.refine > 0:
+        raise ValueError(f"--refine: expected a factor > 0, got {args.refine}")
+    fitted = read_fit(args.checkpoint, device=args.device)
+    if args.refine:
         grid = fitted.grid.refined(args.refine)
     dmap = fitted.predict(
         grid,
@@ -141,7 +166,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .io import read_map
     from .pipeline import write_figures
 
-    written = write_figures(read_map(args.map), Path(args.out), distances=args.distances, sightlines=args.sightline)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file; expected an output folder")
+    dmap = read_map(args.map)
+    written = write_figures(dmap, out, distances=args.distances, sightlines=args.sightline, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -160,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dustgp",
         description="3D dust maps from stellar extinctions (Dharmawardena et al. 2022, A&A 658, A166).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("simulate", help="write a simulated star catalogue (the paper's Section 3 sky)")
@@ -220,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="figures", help="output folder (default ./figures)")
     p.add_argument("--distances", type=float, nargs="+", help="distances (pc) of the density slices")
     p.add_argument("--sightline", type=float, nargs=2, action="append", metavar=("L", "B"), help="profile at L B (deg)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing figures of the same names")
     _common(p)
     p.set_defaults(func=_cmd_plot)
 
@@ -238,18 +269,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: multi-line messages (a catalogue's bad-row report) joined with '; '."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        lines = [f"missing entry {exc.args[0]!r}"]
+    if not lines:
+        return type(exc).__name__
+    head, rest = lines[0], lines[1:]
+    return head + (" " if head.endswith(":") else "; ") + "; ".join(rest) if rest else head
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Library warnings (astropy's, ...) as one log line each, not file, line and source text."""
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, _one_line(Warning(str(message))))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        logger.error("interrupted")
-        return 130
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
-        return 1
+    with warnings.catch_warnings():
+        if not args.verbose:
+            warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            logger.error("interrupted")
+            return 130
+        except USER_ERRORS as exc:
+            logger.error("%s", _one_line(exc), exc_info=exc if args.verbose else None)
+            return 2
+        except Exception as exc:
+            hint = "" if args.verbose else " (run with -v for the traceback)"
+            logger.error(
+                "failed: %s: %s%s", type(exc).__name__, _one_line(exc), hint, exc_info=exc if args.verbose else None
+            )
+            return 1
 
 
 if __name__ == "__main__":
