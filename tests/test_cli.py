@@ -154,6 +154,11 @@ def _run_file(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+def _fit(tmp_path: Path, old: str, new: str) -> list[str]:
+    """``dustgp fit`` of the tiny run file with ``old`` replaced by ``new``, into a folder of ``tmp_path``."""
+    return ["fit", _run_file(tmp_path, RUN.format(iterations=5).replace(old, new)), "--out", str(tmp_path / "out")]
+
+
 def _stars(tmp_path: Path, *, l: float, nan_rows: int = 0) -> str:
     table = Table()
     table["l"] = np.full(20, l)
@@ -186,13 +191,13 @@ def _damaged_checkpoint(tmp_path: Path, kind: str) -> str:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("ghost_cells", "ghost_cels"))],
+        (lambda p: _fit(p, "ghost_cells", "ghost_cels"),
          r"\[grid\] unknown key 'ghost_cels'; known keys: b, d, ghost_cells, l"),
-        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("seed = 1", 'seed = "one"'))],
+        (lambda p: _fit(p, "seed = 1", 'seed = "one"'),
          r"\[fit\] seed: expected an integer, got 'one' \(a string\)"),
-        (lambda p: ["fit", _run_file(p, RUN.format(iterations=5).replace("= 60", '= "60"'))],
+        (lambda p: _fit(p, "= 60", '= "60"'),
          r"\[fit\] inducing_points: expected an integer, got '60' \(a string\)"),
-        (lambda p: ["fit", _run_file(p, "[grid\n")], r"run.toml: not valid TOML"),
+        (lambda p: ["fit", _run_file(p, "[grid\n"), "--out", str(p / "out")], r"run.toml: not valid TOML"),
         (lambda p: ["fit", str(p / "absent.toml")], r"run file .*absent.toml does not exist"),
         (lambda p: ["fit", _run_file(p, _stars(p, l=200.0)), "--out", str(p / "out")],
          r"no star of the catalogue \(16 stars\) lies on the grid"),
