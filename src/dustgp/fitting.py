@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import time
+import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from torch.distributions.kl import register_kl
 from tqdm.auto import tqdm
 
+from . import newton
 from .catalog import Catalog
 from .grid import Grid, lbd_to_xyz
 from .kernels import Workspace
@@ -51,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "dustgp-checkpoint-1"
 STOP_RULES = ("map", "elbo", "none")
+METHODS = ("newton", "svi")
+#: Outer steps of the second-order method, iterations of SVI.
+DEFAULT_MAX_ITERATIONS = {"newton": 200, "svi": 3000}
 
 
 class FitError(RuntimeError):
@@ -63,6 +68,11 @@ class FitConfig:
 
     Parameters
     ----------
+    method : {"svi", "newton"}
+        How the ELBO is maximised. ``"svi"`` (default): the paper's scheme, Pyro SVI with Monte Carlo gradients
+        and AdamW. ``"newton"``: the exact ELBO (closed-form expectation, the conditional variance K_xx - Q_xx
+        included) maximised by natural-gradient steps on q(v) and L-BFGS steps on the hyperparameters and
+        inducing locations, each step raising the ELBO (:mod:`dustgp.newton`); float64.
     inducing_points : int
         Number M of inducing points.
     length_scale : float or list of 3 floats
@@ -73,6 +83,9 @@ class FitConfig:
         Initial constant mean c, log10(mag/pc); ``None`` takes log10 of the median of ``A_i / d_i``.
     learn_inducing_locations : bool
         Train the inducing locations, or keep them at their initial star positions.
+    learn_hyperparameters : bool
+        ``"newton"`` only: train c, alpha, gamma (and the locations), or hold them at their initial values and
+        fit q(v) alone.
     particles : int
         Monte Carlo samples per ELBO estimate.
     lr : float
@@ -86,8 +99,8 @@ class FitConfig:
         Initial L_q = ``initial_posterior_std`` · I in the whitened space (GPyTorch starts at 1, see Notes).
     weight_decay : float
         AdamW decoupled weight decay on the variational parameters (never on locations or hyperparameters).
-    max_iterations : int
-        Upper bound on iterations.
+    max_iterations : int, optional
+        Upper bound on iterations (SVI, default 3000) or outer steps (newton, default 200).
     stop : {"map", "elbo", "none"}
         Stop rule: the map has converged (default); the paper's ELBO rule; or run ``max_iterations``.
     tol, window, check_every, patience : float, int, int, int
@@ -95,7 +108,12 @@ class FitConfig:
     elbo_tol, elbo_window : float, int
         Paper's rule: stop when (max - min) / |mean| of the last ``elbo_window`` ELBO values < ``elbo_tol``.
     min_iterations : int
-        No stop rule fires before this many iterations.
+        No stop rule fires before this many iterations (SVI).
+    step_tol : float
+        ``"newton"`` stop rule: q90 over the training cells of the relative change of the median density, and of
+        the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
+    warmup : int
+        ``"newton"``: steps of q alone before the hyperparameters move.
     dtype : {"float32", "float64"}
     device : str
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -118,11 +136,13 @@ class FitConfig:
     to 56.4% and 57.2%, and lowered the median density error from 3.95% and 3.78% to 3.63% and 3.63%.
     """
 
+    method: str = "svi"
     inducing_points: int = 1000
     length_scale: float | list[float] = 20.0
     scale: float = 0.5
     mean: float | None = None
     learn_inducing_locations: bool = True
+    learn_hyperparameters: bool = True
     particles: int = 32
     lr: float = 0.02
     lr_covariance: float = 0.002
@@ -130,7 +150,7 @@ class FitConfig:
     lr_decay: float = 1.0
     lr_decay_iterations: int = 1000
     weight_decay: float = 0.0
-    max_iterations: int = 3000
+    max_iterations: int | None = None
     stop: str = "map"
     tol: float = 0.02
     window: int = 200
@@ -139,17 +159,32 @@ class FitConfig:
     elbo_tol: float = 0.01
     elbo_window: int = 10
     min_iterations: int = 20
+    step_tol: float = 2e-3
+    warmup: int = 2
     dtype: str = "float32"
     device: str = "cpu"
     seed: int = 0
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
+        if self.max_iterations is None:
+            self.max_iterations = DEFAULT_MAX_ITERATIONS[self.method]
         if self.stop not in STOP_RULES:
             raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("inducing_points", "particles", "max_iterations", "window", "check_every", "patience"):
+        names = (
+            "inducing_points",
+            "particles",
+            "max_iterations",
+            "window",
+            "check_every",
+            "patience",
+            "checkpoint_every",
+        )
+        for name in names:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         ls = np.atleast_1d(np.asarray(self.length_scale, dtype=float))
@@ -311,11 +346,15 @@ class Fit:
         (iteration, q90 relative change of the mean map over the window) at each check of the map rule.
     iterations : int
     stopped_by : str
-        ``"map converged"``, ``"elbo rule"``, ``"max_iterations"`` or ``"interrupted"``.
+        ``"converged"`` (second-order method), ``"map converged"`` (SVI), ``"elbo rule"``, ``"max_iterations"``
+        or ``"interrupted"``.
     seconds : float
         Wall-clock training time (this session and any resumed ones).
     stars : dict
         Counts of stars used, off the grid and in the ghost cells.
+    converged : bool
+        Whether the stop rule was met (``stopped_by`` says which); False for a fit that ran out of iterations
+        or was interrupted, whose map may still change.
     """
 
     model: DustGP
@@ -327,6 +366,7 @@ class Fit:
     stopped_by: str
     seconds: float
     stars: dict[str, int] = field(default_factory=dict)
+    converged: bool = False
 
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
@@ -353,7 +393,8 @@ class Fit:
             [
                 f"stars used {self.stars.get('used', 0)}, off grid {self.stars.get('off_grid', 0)}, "
                 f"in ghost cells {self.stars.get('in_ghost_cells', 0)}",
-                f"{self.iterations} iterations in {self.seconds:.1f} s, stopped by {self.stopped_by}; "
+                f"{self.iterations} {self.config.method} iterations in {self.seconds:.1f} s, stopped by "
+                f"{self.stopped_by} ({'converged' if self.converged else 'NOT converged'}); "
                 f"final -ELBO {self.losses[-1]:.6g}"
                 if self.losses.size
                 else "no iterations",
@@ -401,7 +442,7 @@ def fit(
         Training grid (ghost cells included).
     config : FitConfig, optional
         All options at once; keyword ``options`` (any :class:`FitConfig` field, e.g. ``inducing_points=1000``,
-        ``length_scale=20``, ``seed=1``) override it.
+        ``length_scale=20``, ``seed=1``, ``method="svi"``) override it.
     checkpoint : path, optional
         Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C (atomically).
     resume : path, optional
@@ -413,6 +454,7 @@ def fit(
     Returns
     -------
     Fit
+        ``Fit.converged`` says whether the stop rule was met; a fit that ran out of iterations warns.
 
     Raises
     ------
@@ -420,9 +462,19 @@ def fit(
         No star lies on the grid, or the checkpoint does not belong to this grid.
     """
     previous = load_checkpoint(resume) if resume is not None else None
-    base = FitConfig.from_dict(previous["config"]) if previous else (config or FitConfig())
+    base = FitConfig.from_dict(previous["config"]) if previous and config is None else (config or FitConfig())
     config = dataclasses.replace(base, **options) if options else base
-    dtype, device = config.torch_dtype, torch.device(config.device)
+    if previous:
+        saved = FitConfig.from_dict(previous["config"])
+        for name in ("method", "inducing_points", "learn_inducing_locations"):
+            if getattr(saved, name) != getattr(config, name):
+                raise FitError(
+                    f"checkpoint {resume} was made with {name}={getattr(saved, name)!r}, "
+                    f"not {getattr(config, name)!r}: a resumed fit continues the same model"
+                )
+    newton = config.method == "newton"
+    # the second-order method computes in float64 (see dustgp.newton); SVI in the configured dtype
+    dtype, device = (torch.float64 if newton else config.torch_dtype), torch.device(config.device)
 
     sightlines = Sightlines.from_positions(grid, catalog.l, catalog.b, catalog.distance)
     stars = {
@@ -450,9 +502,9 @@ def fit(
     torch.manual_seed(config.seed)
     gamma = float(np.mean(config.length_scale))
     if previous:
-        gp = _model_from_state(previous["model"], config)
         if Grid.from_dict(previous["grid"]) != grid:
             raise FitError(f"checkpoint {resume} was made on another grid: {Grid.from_dict(previous['grid'])!r}")
+        gp = _model_from_state(previous["model"], config)
     else:
         a_over_d = catalog.extinction[used] / catalog.distance[used]
         mean = config.mean
@@ -471,43 +523,42 @@ def fit(
             gp.variational_log_diag.fill_(math.log(config.initial_posterior_std))
     gp = gp.to(device)
     cells = cells_pc / gp.length_unit
-    objective = _Elbo(gp, cells, stats, grid)
-
-    pyro.clear_param_store()
-    optimizer = pyro.optim.AdamW(_optimizer_args(config))
-    if previous:
-        optimizer.set_state(_with_learning_rates(previous["optimizer"], config))
-        torch.set_rng_state(previous["rng"])
-    elbo = TraceMeanField_ELBO(num_particles=config.particles, vectorize_particles=True, max_plate_nesting=0)
-    svi = SVI(objective.model, objective.guide, optimizer, loss=elbo)
+    runner: _Runner = (
+        _NewtonRunner(gp, cells, stats, grid, config)
+        if newton
+        else _SviRunner(gp, cells, stats, grid, config, previous)
+    )
 
     losses: list[float] = list(previous["losses"].tolist()) if previous else []
     changes: list[tuple[int, float]] = [tuple(r) for r in previous["map_changes"].tolist()] if previous else []
     seconds = float(previous["seconds"]) if previous else 0.0
     start_iteration = len(losses)
-    rule = _MapConvergence(config)
     stopped_by = "max_iterations"
     result = Fit(gp, grid, config, np.empty(0), np.empty((0, 2)), 0, "", 0.0, stars)
 
     def snapshot(state: str) -> Fit:
+        runner.store()
         result.losses = np.asarray(losses)
         result.map_changes = np.asarray(changes, dtype=float).reshape(-1, 2)
         result.iterations = len(losses)
         result.stopped_by = state
+        result.converged = state in CONVERGED
         result.seconds = seconds + (time.perf_counter() - started)
         return result
 
     def save(state: str) -> None:
         if checkpoint is not None:
-            _write_checkpoint(checkpoint, _checkpoint_payload(snapshot(state), optimizer, torch.get_rng_state()))
+            _write_checkpoint(
+                checkpoint, _checkpoint_payload(snapshot(state), runner.optimizer_state(), torch.get_rng_state())
+            )
 
     started = time.perf_counter()
     bar = tqdm(
         total=config.max_iterations,
         initial=start_iteration,
         disable=not progress,
-        desc="fit",
-        unit="it",
+        desc=f"fit ({config.method})",
+        unit="step" if newton else "it",
         dynamic_ncols=True,
     )
     gp.train()
@@ -516,28 +567,21 @@ def fit(
     with pyro.validation_enabled(False):
         try:
             for iteration in range(start_iteration + 1, config.max_iterations + 1):
-                _set_learning_rates(optimizer, config, iteration)
-                loss = svi.step()
+                loss, change, stop = runner.step(iteration, losses)
                 if not math.isfinite(loss):
                     raise FitError(f"the ELBO became {loss} at iteration {iteration}; lower lr (now {config.lr})")
                 losses.append(loss)
-                postfix = {"loss": f"{loss:.5g}"}
-                if iteration % config.check_every == 0:
-                    change = rule.update(iteration, objective.mean_log_density())
-                    if change is not None:
-                        changes.append((iteration, change))
-                        postfix["map_change"] = f"{change:.3%}"
+                postfix = {"loss": f"{loss:.6g}"}
+                if change is not None:
+                    changes.append((iteration, change))
+                    postfix["map_change"] = f"{change:.3%}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update()
                 if checkpoint is not None and iteration % config.checkpoint_every == 0:
                     save("running")
-                if iteration >= config.min_iterations:
-                    if config.stop == "map" and rule.converged:
-                        stopped_by = "map converged"
-                        break
-                    if config.stop == "elbo" and _elbo_rule_fires(losses, config):
-                        stopped_by = "elbo rule"
-                        break
+                if stop is not None and (newton or iteration >= min(config.min_iterations, config.max_iterations)):
+                    stopped_by = stop
+                    break
         except KeyboardInterrupt:
             stopped_by = "interrupted"
             logger.warning(
@@ -550,22 +594,160 @@ def fit(
     gp.eval()
     save(stopped_by)
     result = snapshot(stopped_by)
+    if not result.converged and stopped_by != "interrupted" and config.stop != "none":
+        logger.warning(
+            "the fit did not converge (%s after %d %s); the map may still change: raise max_iterations or resume",
+            stopped_by,
+            result.iterations,
+            "steps" if newton else "iterations",
+        )
     logger.info("fit: %s", result.summary().replace("\n", "; "))
     return result
+
+
+#: ``Fit.stopped_by`` values that mean the stop rule was met
+CONVERGED = ("converged", "map converged", "elbo rule")
+
+
+class _Runner:
+    """One way of maximising the ELBO, stepped by :func:`fit`'s loop (progress, checkpoints, Ctrl-C)."""
+
+    def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
+        """Advance once: ``(-ELBO, map change or None, stop reason or None)``."""
+        raise NotImplementedError
+
+    def store(self) -> None:
+        """Write the current parameters into the model (for checkpoints and the result)."""
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {}
+
+
+class _SviRunner(_Runner):
+    """The paper's scheme: Pyro SVI with Monte Carlo ELBO gradients and AdamW."""
+
+    def __init__(
+        self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid, config: FitConfig, previous
+    ) -> None:
+        self.config = config
+        self.objective = _Elbo(gp, cells, stats, grid)
+        pyro.clear_param_store()
+        self.optimizer = pyro.optim.AdamW(_optimizer_args(config))
+        if previous:
+            self.optimizer.set_state(_with_learning_rates(previous["optimizer"], config))
+            torch.set_rng_state(previous["rng"])
+        elbo = TraceMeanField_ELBO(num_particles=config.particles, vectorize_particles=True, max_plate_nesting=0)
+        self.svi = SVI(self.objective.model, self.objective.guide, self.optimizer, loss=elbo)
+        self.rule = _MapConvergence(config)
+
+    def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
+        config = self.config
+        _set_learning_rates(self.optimizer, config, iteration)
+        loss = self.svi.step()
+        change = None
+        if iteration % config.check_every == 0:
+            change = self.rule.update(iteration, self.objective.mean_log_density())
+        stop = None
+        if config.stop == "map" and self.rule.converged:
+            stop = "map converged"
+        elif config.stop == "elbo" and _elbo_rule_fires([*losses, loss], config):
+            stop = "elbo rule"
+        return loss, change, stop
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.get_state()
+
+
+class _NewtonRunner(_Runner):
+    """The default: natural-gradient steps on q(v) and L-BFGS steps on theta, exact ELBO (see dustgp.newton).
+
+    Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
+    less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than 0.01 nats per
+    1000 stars,
+    at ``patience`` steps in a row; a step that cannot raise the ELBO any more also ends the fit converged.
+    ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
+    """
+
+    def __init__(
+        self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid, config: FitConfig
+    ) -> None:
+        self.gp, self.config = gp, config
+        fixed = None if config.learn_inducing_locations else gp.inducing_points.detach()
+        self.problem = newton.NewtonProblem.build(
+            cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=config.learn_hyperparameters
+        )
+        if not config.learn_hyperparameters and fixed is None:
+            self.problem.fixed_z = gp.inducing_points.detach().to(newton.DTYPE)
+        theta, m, l_precision = _newton_start(gp, self.problem)
+        self.optimizer = newton.NewtonOptimizer(self.problem, theta, m, l_precision, warmup=config.warmup)
+        self.elbo_tol = 1e-5 * stats.n_stars
+        self.passed = 0
+
+    def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
+        moved = self.optimizer.step()
+        state = self.optimizer.state
+        if moved is None:
+            return -state.elbo, 0.0, "converged"
+        old, new = moved
+        median, spread = newton.relative_change(old, new)
+        tol = self.config.step_tol
+        small = median < tol and spread < 5.0 * tol and new.elbo - old.elbo < self.elbo_tol
+        self.passed = self.passed + 1 if small and self.optimizer.steps > self.config.warmup else 0
+        stop = None
+        if self.config.stop == "map" and self.passed >= self.config.patience:
+            stop = "converged"
+        elif self.config.stop == "elbo" and _elbo_rule_fires([*losses, -new.elbo], self.config):
+            stop = "elbo rule"
+        return -new.elbo, median, stop
+
+    def store(self) -> None:
+        _newton_store(self.gp, self.problem, self.optimizer.state)
+
+
+def _newton_start(gp: DustGP, problem: newton.NewtonProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat theta, m and the Cholesky factor of S⁻¹ from the model's parameters."""
+    with torch.no_grad():
+        h = gp.hyperparameters()
+        gamma = torch.as_tensor(h["length_scale_pc"], dtype=newton.DTYPE) / float(gp.length_unit)
+        z = None if problem.fixed_z is not None else gp.inducing_points.detach()
+        theta = newton.pack(h["mean_log10_density"], h["scale_dex2"], gamma, z)
+        m = gp.variational_mean.detach().to(newton.DTYPE).clone()
+        l_s = gp.variational_scale_tril().detach().to(newton.DTYPE)
+        eye = torch.eye(l_s.shape[0], dtype=newton.DTYPE)
+        l_s_inv = torch.linalg.solve_triangular(l_s, eye, upper=False)
+        l_precision = torch.linalg.cholesky(l_s_inv.T @ l_s_inv)
+    return theta.to(problem.cells.device), m.to(problem.cells.device), l_precision.to(problem.cells.device)
+
+
+@torch.no_grad()
+def _newton_store(gp: DustGP, problem: newton.NewtonProblem, state: newton.NewtonState) -> None:
+    c, alpha, gamma, z = problem.unpack(state.theta)
+    gp.mean_module.constant.fill_(float(c))
+    gp.covar_module.outputscale = alpha.to(gp.length_unit.dtype)
+    gp.covar_module.base_kernel.lengthscale = gamma.to(gp.length_unit.dtype)
+    if problem.fixed_z is None:
+        gp.variational_strategy.inducing_points.copy_(z)
+    covariance = torch.cholesky_inverse(state.l_precision)
+    l_s = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
+    gp.variational_strategy._variational_distribution.variational_mean.copy_(state.m)
+    gp.variational_strategy._variational_distribution.chol_variational_covar.copy_(l_s)
+    gp.variational_log_diag.copy_(l_s.diagonal().log())
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Checkpoints: plain tensors, numbers and strings only, so torch.load(weights_only=True) reads them.
 
 
-def _checkpoint_payload(result: Fit, optimizer: Any, rng_state: torch.Tensor | None) -> dict[str, Any]:
+def _checkpoint_payload(
+    result: Fit, optimizer_state: dict[str, Any] | None, rng_state: torch.Tensor | None
+) -> dict[str, Any]:
     from . import __version__
 
     return {
         "format": CHECKPOINT_FORMAT,
         "dustgp_version": __version__,
         "model": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-        "optimizer": optimizer.get_state() if optimizer is not None else {},
+        "optimizer": optimizer_state if optimizer_state is not None else {},
         "rng": rng_state if rng_state is not None else torch.get_rng_state(),
         "config": result.config.to_dict(),
         "grid": result.grid.to_dict(),
@@ -573,6 +755,7 @@ def _checkpoint_payload(result: Fit, optimizer: Any, rng_state: torch.Tensor | N
         "map_changes": torch.as_tensor(result.map_changes, dtype=torch.float64).reshape(-1, 2),
         "iterations": result.iterations,
         "stopped_by": result.stopped_by,
+        "converged": result.converged,
         "seconds": result.seconds,
         "stars": dict(result.stars),
     }
@@ -587,6 +770,11 @@ def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overw
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave a renamed empty file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any file written here
         os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half of one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -595,8 +783,27 @@ def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overw
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint without executing code (``torch.load(weights_only=True)``)."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint without executing code (``torch.load(weights_only=True)``).
+
+    Raises
+    ------
+    FileNotFoundError
+    FitError
+        The file is not a dustgp checkpoint (damaged, truncated, foreign, or holding code). torch's own message
+        is not passed on: it suggests loading the file with ``weights_only=False``, i.e. running its code.
+    """
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...: the file is not to be trusted
+        if os.path.getsize(path) == 0:
+            why = "the file is empty"
+        elif not zipfile.is_zipfile(path):
+            why = "not a torch archive (truncated, or another kind of file)"
+        else:
+            why = f"its content cannot be loaded safely ({type(exc).__name__})"
+        raise FitError(f"{path} is not a dustgp checkpoint: {why}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise FitError(f"{path} is not a dustgp checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return payload
@@ -610,7 +817,7 @@ def _model_from_state(state: dict[str, torch.Tensor], config: FitConfig) -> Dust
         raw = state["variational_strategy._variational_distribution.chol_variational_covar"]
         state = {**state, "variational_log_diag": raw.diagonal().abs().log()}
     gp = DustGP(
-        (z * unit).to(config.torch_dtype),
+        (z * unit).to(torch.float64 if config.method == "newton" else config.torch_dtype),
         mean=0.0,
         learn_inducing_locations=config.learn_inducing_locations,
         length_unit=unit,
@@ -637,4 +844,5 @@ def load_fit(path: str | os.PathLike, *, device: str | None = None) -> Fit:
         stopped_by=str(payload["stopped_by"]),
         seconds=float(payload["seconds"]),
         stars={k: int(v) for k, v in payload["stars"].items()},
+        converged=bool(payload.get("converged", payload["stopped_by"] in CONVERGED)),
     )

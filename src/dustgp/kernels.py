@@ -34,7 +34,14 @@ import math
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["BLOCK_BYTES", "STORE_LIMIT_BYTES", "Workspace", "rbf_cross_covariance", "rbf_project"]
+__all__ = [
+    "BLOCK_BYTES",
+    "STORE_LIMIT_BYTES",
+    "Workspace",
+    "rbf_cross_covariance",
+    "rbf_cross_covariance_vjp",
+    "rbf_project",
+]
 
 #: Largest n × M matrix E (bytes) that :func:`rbf_project` keeps between forward and backward by default; a
 #: larger one is recomputed block by block in the backward instead (one extra GEMM + exp per block), so that
@@ -362,3 +369,38 @@ def rbf_cross_covariance(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, 
         return alpha * torch.exp((xa @ za.T).clamp(min=_exp_floor(x.dtype), max=0.0))
     k = x.new_empty(x.shape[0], z.shape[0])
     return _exp_block(xa, za, k).mul_(alpha)
+
+
+def rbf_cross_covariance_vjp(
+    x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, alpha: torch.Tensor, k_xz: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``Σ grad ⊙ K_xz`` with respect to z, gamma and alpha, given K_xz itself.
+
+    With ``P = grad ⊙ K_xz`` and ``r = P 1``, ``s = Pᵀ 1``:
+    ``∂/∂z_jk = ((Pᵀx)_jk - z_jk s_j) / γ_k²``,
+    ``∂/∂γ_k = (Σ_i r_i x_ik² - 2 Σ_j z_jk (Pᵀx)_jk + Σ_j s_j z_jk²) / γ_k³`` and ``∂/∂α = Σ P / α``:
+    one elementwise pass over n × M and one thin GEMM, where autograd would keep and re-read the whole graph.
+
+    Parameters
+    ----------
+    x, z, gamma, alpha
+        As in :func:`rbf_cross_covariance` (no gradient is recorded).
+    k_xz : torch.Tensor, shape (n, M)
+        ``rbf_cross_covariance(x, z, gamma, alpha)``.
+    grad : torch.Tensor, shape (n, M)
+        Gradient of a scalar with respect to K_xz; overwritten (it becomes P).
+
+    Returns
+    -------
+    grad_z : (M, 3), grad_gamma : (3,), grad_alpha : ()
+    """
+    gamma = gamma.reshape(3)
+    p = grad.mul_(k_xz)
+    shift = z.mean(0)  # centring keeps the sums below well conditioned; the result does not depend on it
+    xc, zc = x - shift, z - shift
+    row, col = p.sum(1), p.sum(0)
+    ptx = p.T @ xc  # (M, 3)
+    grad_z = (ptx - zc * col[:, None]) / gamma**2
+    grad_gamma = ((row @ (xc * xc)) - 2.0 * (zc * ptx).sum(0) + (col @ (zc * zc))) / gamma**3
+    grad_alpha = (row.sum() / alpha).reshape(())
+    return grad_z, grad_gamma, grad_alpha

@@ -18,6 +18,7 @@ the likelihood independent of the number of stars.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 from .grid import Grid
 
 __all__ = ["GaussianStatistics", "Sightlines", "cumulative_extinction"]
+
+LN10 = math.log(10.0)
 
 
 def cumulative_extinction(density: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
@@ -241,3 +244,63 @@ class GaussianStatistics:
         s0, s1, s2, t0, t1 = self.moments
         chi2 = before * (s0 * before + 2.0 * s1 * u - 2.0 * t0) + u * (s2 * u - 2.0 * t1)
         return -0.5 * chi2.sum(dim=(-1, -2)) - 0.5 * self.constant
+
+    def column_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The quadratic form of the moments written out per sightline column, in ``u_j = rho_j ℓ_j`` (mag).
+
+        ``Σ_i w_i (A_i - a_i)² = Σ_columns [uᵀ H u - 2 tᵀ u] + Σ_i w_i A_i²`` with, inside one column,
+        ``H_jk = R_max(j,k) + S1_max(j,k)`` off the diagonal, ``H_jj = R_j + S2_j``, ``R_k = Σ_{J>k} S0_J``,
+        and ``t_j = Σ_{J>j} T0_J + T1_j`` (expand ``C_J = Σ_{j<J} u_j`` in the class docstring's sum).
+
+        Returns
+        -------
+        H : torch.Tensor, shape (n_columns, n_d, n_d)
+            Symmetric, non-negative entries, mag⁻².
+        t : torch.Tensor, shape (n_columns, n_d)
+            mag⁻¹.
+        """
+        s0, s1, s2, t0, t1 = self.moments.transpose(1, 2)  # each (n_columns, n_d)
+        beyond = torch.flip(torch.cumsum(torch.flip(s0, (-1,)), -1), (-1,)) - s0  # R_k = Σ_{J>k} S0_J
+        t = torch.flip(torch.cumsum(torch.flip(t0, (-1,)), -1), (-1,)) - t0 + t1
+        n_d = s0.shape[-1]
+        index = torch.arange(n_d, device=s0.device)
+        later = torch.maximum(index[:, None], index[None, :])  # max(j, k)
+        h = beyond[:, later] + s1[:, later]
+        h.diagonal(dim1=-2, dim2=-1).copy_(beyond + s2)
+        return h, t
+
+    def expected_log_likelihood(
+        self, mean: torch.Tensor, covariance: torch.Tensor, blocks: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``E[ln p(A | rho)]`` in closed form when phi = log10(rho) is Gaussian within each sightline column.
+
+        The likelihood is quadratic in rho and rho is log-normal, so its expectation needs only the first two
+        moments of ``u_j = rho_j ℓ_j``: ``E[u_j] = ℓ_j exp(ln10 μ_j + ln10² Σ_jj / 2)`` and
+        ``E[u_j u_k] = E[u_j] E[u_k] exp(ln10² Σ_jk)``. Stars couple cells of their own column only, so the
+        covariance between columns never enters. This is the ELBO's data term without Monte Carlo noise.
+
+        Parameters
+        ----------
+        mean : torch.Tensor, shape (n_columns, n_d)
+            Mean of phi in each cell, log10(mag/pc), columns first.
+        covariance : torch.Tensor, shape (n_columns, n_d, n_d)
+            Covariance of phi within each column, dex².
+        blocks : tuple, optional
+            :meth:`column_blocks`, when already at hand.
+
+        Returns
+        -------
+        torch.Tensor, shape ()
+            nats; differentiable in ``mean`` and ``covariance`` (by Price's theorem their gradients are
+            ``E[∂ℓ/∂phi]`` and ``½ E[∂²ℓ/∂phi²]``, which the second-order fit uses).
+        """
+        h, t = self.column_blocks() if blocks is None else blocks
+        log_u = (
+            torch.log(self.path_lengths)
+            + LN10 * mean
+            + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
+        )
+        first = torch.exp(log_u)
+        second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
+        chi2 = (h * second).sum() - 2.0 * (t * first).sum()
+        return -0.5 * chi2 - 0.5 * self.constant
