@@ -77,6 +77,7 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     assert main(["fit", str(run_file), "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["iterations"] <= 150
+    assert report["converged"] == (report["stopped_by"] != "max_iterations")
     assert report["dustgp_version"] == dustgp.__version__
     assert report["seed"] == 1  # [fit] seed
     assert report["seeds"] == {"fit": 1, "predict": 0, "simulate": 4, "holdout": 0}
@@ -91,7 +92,9 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     # resume continues from the checkpoint
     run_file.write_text(RUN.format(iterations=170))
     assert main(["fit", str(run_file), "--out", str(out), "--resume", "--overwrite", "--quiet", "--no-figures"]) == 0
-    assert json.loads((out / "report.json").read_text())["iterations"] <= 170
+    resumed = json.loads((out / "report.json").read_text())
+    assert report["iterations"] < resumed["iterations"] <= 170  # went on from the checkpoint, not from zero
+    assert resumed["seconds_per_iteration"] > 0
 
     target = tmp_path / "fine.nc"
     args = ["predict", str(out / "fit.ckpt"), str(target), "--l", "60,70,10", "--b=-4,4,8", "--d", "150,300,16"]
@@ -102,6 +105,17 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["info", str(target)]) == 0
     assert "dustgp_version" in capsys.readouterr().out
+
+
+def test_an_unconverged_fit_says_so(tmp_path: Path, capsys) -> None:
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(RUN.format(iterations=25))  # the map rule needs a 200-iteration window: it cannot fire
+    out = tmp_path / "out"
+    assert main(["fit", str(run_file), "--out", str(out), "--no-figures"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["converged"] is False
+    assert report["stopped_by"] == "max_iterations"
+    assert "NOT CONVERGED" in capsys.readouterr().out
 
 
 def test_run_file_errors_name_the_problem(tmp_path: Path) -> None:

@@ -110,8 +110,9 @@ def _print_report(report: dict[str, Any], files: list[Path]) -> None:
     stars = report["stars_fitted"]
     print(f"stars fitted: {stars['used']} (off grid {stars['off_grid']}, in ghost cells {stars['in_ghost_cells']})")
     print(
-        f"training: {report['iterations']} iterations, {report['fit_seconds']:.1f} s "
+        f"training ({report.get('method', 'svi')}): {report['iterations']} iterations, {report['fit_seconds']:.1f} s "
         f"({report['seconds_per_iteration']:.3f} s/iteration), stopped by {report['stopped_by']}"
+        + ("" if report.get("converged", True) else " -- NOT CONVERGED: the map may still change; resume to go on")
     )
     print(f"prediction: {report['predict_seconds']:.1f} s on {report['prediction_grid']}")
     h = report["hyperparameters"]

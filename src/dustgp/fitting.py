@@ -662,9 +662,9 @@ class _NewtonRunner(_Runner):
     """The default: natural-gradient steps on q(v) and L-BFGS steps on theta, exact ELBO (see dustgp.newton).
 
     Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
-    less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than 0.01 nats per
-    1000 stars,
-    at ``patience`` steps in a row; a step that cannot raise the ELBO any more also ends the fit converged.
+    less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than max(1, 0.01 per
+    1000 stars) nats, at ``patience`` steps in a row; a step that cannot raise the ELBO any more also ends the
+    fit converged.
     ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
     """
 
@@ -680,7 +680,7 @@ class _NewtonRunner(_Runner):
             self.problem.fixed_z = gp.inducing_points.detach().to(newton.DTYPE)
         theta, m, l_precision = _newton_start(gp, self.problem)
         self.optimizer = newton.NewtonOptimizer(self.problem, theta, m, l_precision, warmup=config.warmup)
-        self.elbo_tol = 1e-5 * stats.n_stars
+        self.elbo_tol = max(1.0, 1e-5 * stats.n_stars)
         self.passed = 0
 
     def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
@@ -705,18 +705,19 @@ class _NewtonRunner(_Runner):
 
 
 def _newton_start(gp: DustGP, problem: newton.NewtonProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat theta, m and the Cholesky factor of S⁻¹ from the model's parameters."""
+    """Flat theta, m and the Cholesky factor of S⁻¹ from the model's parameters, on the problem's device."""
+    device = problem.cells.device
     with torch.no_grad():
         h = gp.hyperparameters()
         gamma = torch.as_tensor(h["length_scale_pc"], dtype=newton.DTYPE) / float(gp.length_unit)
-        z = None if problem.fixed_z is not None else gp.inducing_points.detach()
-        theta = newton.pack(h["mean_log10_density"], h["scale_dex2"], gamma, z)
-        m = gp.variational_mean.detach().to(newton.DTYPE).clone()
-        l_s = gp.variational_scale_tril().detach().to(newton.DTYPE)
-        eye = torch.eye(l_s.shape[0], dtype=newton.DTYPE)
+        z = None if problem.fixed_z is not None else gp.inducing_points.detach().cpu()
+        theta = newton.pack(h["mean_log10_density"], h["scale_dex2"], gamma, z).to(device)
+        m = gp.variational_mean.detach().to(device=device, dtype=newton.DTYPE).clone()
+        l_s = gp.variational_scale_tril().detach().to(device=device, dtype=newton.DTYPE)
+        eye = torch.eye(l_s.shape[0], dtype=newton.DTYPE, device=device)
         l_s_inv = torch.linalg.solve_triangular(l_s, eye, upper=False)
         l_precision = torch.linalg.cholesky(l_s_inv.T @ l_s_inv)
-    return theta.to(problem.cells.device), m.to(problem.cells.device), l_precision.to(problem.cells.device)
+    return theta, m, l_precision
 
 
 @torch.no_grad()

@@ -50,6 +50,39 @@ def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
     return picked.movedim(-1, 0)
 
 
+def _with_column_covariance(
+    gp: Any, x: torch.Tensor, l_zz: torch.Tensor, whitened: torch.Tensor, n_d: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Joint samples of phi on whole sightlines: ``c + A v + ε`` with ``A = K_xz L_zz⁻ᵀ`` and, per sightline,
+    ``ε ~ N(0, K_xx - A Aᵀ)`` (the conditional covariance within the column), shape (S, n_d * n_columns).
+
+    ``x`` holds the cells in the grid's order (distance bins outermost). A is formed by a triangular solve in
+    float32: the solve is backward stable, so A keeps ~cond(L_zz)·1e-7 of relative precision, and its rows are
+    bounded (``|A_i|² ≤ alpha``), so ``A v`` and ``A Aᵀ`` lose nothing more. The column blocks are factorised in
+    float64 with a jitter of 1e-6 alpha.
+    """
+    n_cols = x.shape[0] // n_d
+    alpha = gp.covar_module.outputscale.detach()
+    gamma = gp.covar_module.base_kernel.lengthscale.detach().reshape(3)
+    k = gp.cross_covariance(x).float()
+    a = torch.linalg.solve_triangular(l_zz.float(), k.T, upper=False).T  # K_xz L_zz⁻ᵀ, (n, M)
+    phi = (a @ whitened.float().T).T.double() + gp.mean_module.constant.detach()  # (S, n)
+    a_col = a.view(n_d, n_cols, -1).transpose(0, 1)  # (n_cols, n_d, M)
+    low_rank = torch.bmm(a_col, a_col.transpose(1, 2)).double()
+    xc = x.view(n_d, n_cols, 3).transpose(0, 1)
+    prior = alpha * torch.exp(-0.5 * (((xc[:, :, None, :] - xc[:, None, :, :]) / gamma) ** 2).sum(-1))
+    conditional = prior - low_rank
+    eye = torch.eye(n_d, dtype=conditional.dtype, device=conditional.device)
+    factor, info = torch.linalg.cholesky_ex(conditional + 1e-6 * float(alpha) * eye)
+    if bool((info != 0).any()):  # rounding made a block indefinite: floor its eigenvalues at zero instead
+        bad = info != 0
+        values, vectors = torch.linalg.eigh(conditional[bad])
+        factor[bad] = vectors * values.clamp(min=0.0).sqrt()[:, None, :]
+    noise = torch.randn(n_cols, n_d, whitened.shape[0], dtype=factor.dtype, device=factor.device, generator=generator)
+    eps = torch.bmm(factor, noise)  # (n_cols, n_d, S)
+    return phi + eps.permute(2, 1, 0).reshape(whitened.shape[0], -1)
+
+
 def _default_grid(fit: Fit, grid: Grid | None) -> Grid:
     if grid is None:
         grid = fit.grid.refined(2.5)
@@ -87,7 +120,7 @@ def predict(
     samples: int = 200,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     keep_samples: int = 0,
-    cell_variance: bool = False,
+    cell_variance: bool | None = None,
     seed: int = 0,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     device: str | None = None,
@@ -108,9 +141,14 @@ def predict(
         Percentile levels (0-100) stored for density and extinction.
     keep_samples : int
         Number of density samples kept in the map (for ``query(mode="samples")``); 0 keeps none.
-    cell_variance : bool
-        Add each cell's conditional variance given the inducing values, σ² = ``diag(K_xx - K_xz K_zz⁻¹ K_zx)``,
-        as independent noise on phi (O(n M²)), centred so that the mean *density* is unchanged:
+    cell_variance : bool, optional
+        Add the variance that the inducing values leave out, ``K_xx - K_xz K_zz⁻¹ K_zx`` (O(n M²)). Default: as
+        the model was trained. A ``method="newton"`` fit was trained with it (its ELBO holds the conditional
+        covariance within each sightline), so its prediction draws it too, correlated along each sightline
+        (independent between sightlines), uncentred: the trained posterior itself. Far from the inducing points
+        it restores the prior's width, where the low-rank part alone would collapse onto the prior mean.
+        An SVI fit was trained without it; asked for (``True``), each cell's conditional variance σ² is added
+        as independent noise on phi, centred so that the mean *density* is unchanged:
         ``phi + σ ε - (ln 10) σ²/2``. Off by default, because training never saw this noise (the ELBO is that
         of phi = c + K_xz L_zz⁻ᵀ v) and the stars do not constrain it. Centred on phi instead, each cell's
         mean density would gain the log-normal factor exp((ln 10)² σ²/2), and sightline integrals would be
@@ -141,6 +179,9 @@ def predict(
     if not 0 <= keep_samples <= samples:
         raise ValueError(f"keep_samples: expected 0..{samples}, got {keep_samples}")
     grid = _default_grid(fit, grid)
+    trained_with_it = fit.config.method == "newton"
+    if cell_variance is None:
+        cell_variance = trained_with_it
     gp = fit.model
     if device is not None:
         gp = gp.to(device)
@@ -149,10 +190,11 @@ def predict(
     generator = torch.Generator(device=dev).manual_seed(seed)
 
     l_zz = gp.inducing_cholesky()
-    if cell_variance:
+    whitened = gp.sample_whitened(samples, generator=generator)  # (S, M)
+    if cell_variance and not trained_with_it:
         identity = torch.eye(l_zz.shape[0], dtype=dtype, device=dev)
         l_zz_inverse = torch.linalg.solve_triangular(l_zz, identity, upper=False)
-    weights = gp.projection(gp.sample_whitened(samples, generator=generator), l_zz)  # (M, S)
+    weights = gp.projection(whitened, l_zz)  # (M, S)
     lengths = torch.as_tensor(grid.path_lengths, dtype=dtype, device=dev)
     centres = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype).reshape(grid.n_d, grid.n_columns, 3)
     q = list(percentiles)
@@ -168,7 +210,9 @@ def predict(
     for start in tqdm(starts, disable=not progress, desc="predict", unit="chunk"):
         cols = slice(start, min(start + per_chunk, grid.n_columns))
         x = centres[:, cols].reshape(-1, 3).to(dev) / gp.length_unit
-        if cell_variance:
+        if cell_variance and trained_with_it:
+            phi = _with_column_covariance(gp, x, l_zz, whitened, grid.n_d, generator)
+        elif cell_variance:
             k_xz = gp.cross_covariance(x)
             phi = gp.mean_module.constant + (k_xz @ weights).T  # (S, n_d * n_cols)
             noise = torch.randn(phi.shape, dtype=dtype, device=dev, generator=generator)
