@@ -3,8 +3,10 @@
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from astropy.table import Table
 import dustgp
 from dustgp.cli import build_parser, main
 from dustgp.config import ConfigError, load_config
+from dustgp.fitting import load_checkpoint
 from dustgp.io import read_map
 
 RUN = """
@@ -105,6 +108,34 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["info", str(target)]) == 0
     assert "dustgp_version" in capsys.readouterr().out
+
+
+def test_sigterm_writes_the_checkpoint_and_no_maps(tmp_path: Path) -> None:
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(RUN.format(iterations=100000).replace("[fit]", "[fit]\ncheckpoint_every = 5\nstop = \"none\""))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dustgp.cli", "fit", str(run_file), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "fit.ckpt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "terminated" in stdout
+    assert "no maps written" in stdout
+    assert (out / "fit.ckpt").exists()
+    assert not (out / "map.nc").exists()
+    saved = load_checkpoint(out / "fit.ckpt")
+    assert saved["stopped_by"] == "terminated"
+    # and it goes on from there
+    run_file.write_text(RUN.format(iterations=saved["iterations"] + 3))
+    assert main(["fit", str(run_file), "--out", str(out), "--resume", "--quiet", "--no-figures"]) == 0
+    assert json.loads((out / "report.json").read_text())["iterations"] == saved["iterations"] + 3
 
 
 def test_an_unconverged_fit_says_so(tmp_path: Path, capsys) -> None:

@@ -1,5 +1,8 @@
 """Training and prediction end to end on small simulated skies."""
 
+import os
+import signal
+
 import numpy as np
 import pyro
 import pytest
@@ -200,6 +203,26 @@ def test_ctrl_c_keeps_the_last_checkpoint(sky, tmp_path, monkeypatch) -> None:
     result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, progress=False, inducing_points=40)
     assert result.stopped_by == "interrupted"
     assert load_checkpoint(ckpt)["iterations"] == 4
+
+
+def test_sigterm_is_handled_like_ctrl_c(sky, tmp_path, monkeypatch) -> None:
+    # a batch scheduler's time limit sends SIGTERM: the fit stops, writes its checkpoint, and says why
+    calls = {"n": 0}
+    step = pyro.infer.SVI.step
+
+    def terminated_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyro.infer.SVI, "step", terminated_step)
+    ckpt = tmp_path / "fit.ckpt"
+    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, progress=False, inducing_points=40)
+    assert result.stopped_by == "terminated"
+    assert not result.converged
+    assert load_checkpoint(ckpt)["iterations"] in (4, 5)  # the signal lands during or right after step 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
 def test_paper_stop_rule_and_map_rule(sky) -> None:

@@ -5,7 +5,8 @@ during a fit writes the checkpoint and exits with status 130, and ``--resume`` c
 
 Exit status: 0 done; 2 a problem with what was given (a run file, a catalogue, a grid, a missing, damaged or
 existing file, a fit that cannot start or go on), reported as one line on stderr; 1 a computation that failed
-otherwise, also one line; 130 interrupted. ``-v`` adds the traceback.
+otherwise, also one line; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM: the checkpoint is written, no
+maps). ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(stopped_by: str) -> int:
+    """Exit status of a fit: 130 after Ctrl-C, 143 after SIGTERM (128 + the signal), 0 otherwise."""
+    return {"interrupted": 130, "terminated": 143}.get(stopped_by, 0)
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import run
@@ -87,8 +93,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         figures=False if args.no_figures else None,
     )
-    _print_report(result.report, result.files)
-    return 130 if result.fit.stopped_by == "interrupted" else 0
+    return _finish(result)
+
+
+def _finish(result: Any) -> int:
+    """Print what a run produced and give its exit status."""
+    if result.dmap is None:
+        print(
+            f"fit {result.fit.stopped_by} after {result.fit.iterations} iterations; checkpoint {result.files[0]} "
+            "(continue with --resume); no maps written"
+        )
+    else:
+        _print_report(result.report, result.files)
+    return _status(result.fit.stopped_by)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -100,8 +117,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         overrides["simulate"] = {"n_stars": args.n_stars}
     config = load_config(default_demo_config(), overrides=overrides)
     result = run(config, out=args.out, resume=args.resume, overwrite=True, progress=not args.quiet)
-    _print_report(result.report, result.files)
-    return 130 if result.fit.stopped_by == "interrupted" else 0
+    return _finish(result)
 
 
 def _print_report(report: dict[str, Any], files: list[Path]) -> None:

@@ -24,7 +24,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 import zipfile
 from collections import deque
@@ -346,8 +348,8 @@ class Fit:
         (iteration, q90 relative change of the mean map over the window) at each check of the map rule.
     iterations : int
     stopped_by : str
-        ``"converged"`` (second-order method), ``"map converged"`` (SVI), ``"elbo rule"``, ``"max_iterations"``
-        or ``"interrupted"``.
+        ``"converged"`` (second-order method), ``"map converged"`` (SVI), ``"elbo rule"``, ``"max_iterations"``,
+        ``"interrupted"`` (Ctrl-C) or ``"terminated"`` (SIGTERM).
     seconds : float
         Wall-clock training time (this session and any resumed ones).
     stars : dict
@@ -444,7 +446,8 @@ def fit(
         All options at once; keyword ``options`` (any :class:`FitConfig` field, e.g. ``inducing_points=1000``,
         ``length_scale=20``, ``seed=1``, ``method="svi"``) override it.
     checkpoint : path, optional
-        Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C (atomically).
+        Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C or SIGTERM
+        (atomically).
     resume : path, optional
         Continue from this checkpoint (its model, optimiser and random state; ``options`` may raise
         ``max_iterations``, change the stop rule or set new learning rates).
@@ -562,9 +565,10 @@ def fit(
         dynamic_ncols=True,
     )
     gp.train()
+    terminated = _TerminationAsInterrupt()
     # Pyro's argument validation re-checks the M × M scale_tril at every step, which costs time; the model
     # builds valid distributions by construction and a non-finite loss is caught below.
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), terminated:
         try:
             for iteration in range(start_iteration + 1, config.max_iterations + 1):
                 loss, change, stop = runner.step(iteration, losses)
@@ -583,9 +587,10 @@ def fit(
                     stopped_by = stop
                     break
         except KeyboardInterrupt:
-            stopped_by = "interrupted"
+            stopped_by = "terminated" if terminated.received else "interrupted"
             logger.warning(
-                "interrupted at iteration %d; %s",
+                "%s at iteration %d; %s",
+                stopped_by,
                 len(losses),
                 f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint path was given",
             )
@@ -594,7 +599,7 @@ def fit(
     gp.eval()
     save(stopped_by)
     result = snapshot(stopped_by)
-    if not result.converged and stopped_by != "interrupted" and config.stop != "none":
+    if not result.converged and stopped_by not in INTERRUPTED and config.stop != "none":
         logger.warning(
             "the fit did not converge (%s after %d %s); the map may still change: raise max_iterations or resume",
             stopped_by,
@@ -607,6 +612,32 @@ def fit(
 
 #: ``Fit.stopped_by`` values that mean the stop rule was met
 CONVERGED = ("converged", "map converged", "elbo rule")
+#: ``Fit.stopped_by`` of a fit stopped from outside: Ctrl-C, or SIGTERM (a batch scheduler's time limit)
+INTERRUPTED = ("interrupted", "terminated")
+
+
+class _TerminationAsInterrupt:
+    """Within the block, SIGTERM raises KeyboardInterrupt, so it ends a fit as Ctrl-C does: checkpoint written.
+
+    Only in the main thread (signal handlers cannot be set elsewhere); the previous handler is restored after.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _TerminationAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class _Runner:

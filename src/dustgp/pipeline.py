@@ -12,7 +12,6 @@ import inspect
 import json
 import logging
 import time
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,7 +23,7 @@ from . import __version__
 from .catalog import Catalog
 from .config import RunConfig, load_config
 from .dustmap import DustMap
-from .fitting import Fit, FitError, fit, load_checkpoint, load_fit
+from .fitting import INTERRUPTED, Fit, FitError, fit, load_checkpoint, load_fit
 from .grid import Grid
 from .simulate import SimulatedSky, simulate
 from .validation import compare_to_truth, holdout_report
@@ -52,9 +51,9 @@ class CheckpointError(FitError):
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's payload, read without executing code, or a :class:`CheckpointError` naming the file.
 
-    :func:`dustgp.fitting.load_checkpoint` lets torch's own errors through for damaged or foreign files; their
-    text even suggests ``weights_only=False``, i.e. executing the file's code. This reader says what the file
-    is instead.
+    :func:`dustgp.fitting.load_checkpoint` already turns damaged or foreign files into a
+    :class:`~dustgp.fitting.FitError` that says what the file is (never torch's text, which suggests
+    ``weights_only=False``, i.e. executing the file's code); here it becomes the CLI's checkpoint error.
 
     Raises
     ------
@@ -67,19 +66,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        return load_checkpoint(path)
-    except FitError as exc:  # readable, but of another format
+        return load_checkpoint(path)  # damaged or foreign bytes are a FitError there, without torch's text
+    except FitError as exc:
         raise CheckpointError(str(exc)) from None
-    except Exception as exc:
-        # torch.load of damaged or foreign bytes: UnpicklingError, RuntimeError, EOFError, ... Their text is not
-        # shown: the file is untrusted, and torch suggests loading it unsafely.
-        if path.stat().st_size == 0:
-            why = "the file is empty"
-        elif not zipfile.is_zipfile(path):
-            why = "not a torch archive (truncated, or another kind of file)"
-        else:
-            why = f"its content cannot be loaded safely ({type(exc).__name__})"
-        raise CheckpointError(f"{path} is not a dustgp checkpoint: {why}") from None
 
 
 def read_fit(path: str | Path, *, device: str | None = None) -> Fit:
@@ -96,7 +85,7 @@ class RunResult:
     """What a run produced: the fit, the map, the report and the files written."""
 
     fit: Fit
-    dmap: DustMap
+    dmap: DustMap | None  # None when the fit was interrupted: only its checkpoint is written
     report: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     sky: SimulatedSky | None = None
@@ -302,6 +291,9 @@ def run(
         progress=progress,
     )
     fit_seconds = fitted.seconds
+    if fitted.stopped_by in INTERRUPTED:  # the checkpoint holds the work; maps of a half-trained model are not made
+        report = {"dustgp_version": __version__, "stopped_by": fitted.stopped_by, "iterations": fitted.iterations}
+        return RunResult(fitted, None, report, files=[checkpoint])
     t0 = time.perf_counter()
     dmap = fitted.predict(config.prediction_grid(), progress=progress, **config.predict_options())
     predict_seconds = time.perf_counter() - t0
