@@ -303,3 +303,13 @@ def test_predicted_extinction_reproduces_the_stars(distance_error_fits) -> None:
         for lo in range(100, 900, 100):
             in_bin = (catalog.distance >= lo) & (catalog.distance < lo + 100)
             assert abs(np.mean(model[in_bin]) - np.mean(catalog.extinction[in_bin])) < 0.03, lo
+
+
+def test_resume_refuses_other_stars(sky, tmp_path) -> None:
+    ckpt = tmp_path / "fit.ckpt"
+    dustgp.fit(sky.catalog, TRAIN, max_iterations=3, checkpoint=ckpt, progress=False, inducing_points=40)
+    assert load_checkpoint(ckpt)["data_fingerprint"]
+    other = sky.catalog.select(np.arange(len(sky.catalog)) % 2 == 0)
+    with pytest.raises(dustgp.FitError, match="other stars"):
+        dustgp.fit(other, TRAIN, resume=ckpt, max_iterations=6, progress=False)
+    assert dustgp.fit(sky.catalog, TRAIN, resume=ckpt, max_iterations=6, progress=False).iterations == 6

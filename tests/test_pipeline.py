@@ -119,3 +119,35 @@ def test_section3_example_is_the_demo() -> None:
     for table in ("simulate", "grid", "fit", "predict"):
         assert example[table] == demo[table], table
     assert {k: v for k, v in example["output"].items() if k != "dir"} == demo["output"]
+
+
+def test_a_run_folder_is_locked_while_in_use(tmp_path) -> None:
+    import os
+
+    from dustgp.pipeline import RunLock
+
+    with RunLock(tmp_path), pytest.raises(FileExistsError, match="in use by another dustgp run"):
+        RunLock(tmp_path).__enter__()
+    assert not (tmp_path / RunLock.NAME).exists()
+    # a lock left by a process that is gone (kill -9) is taken over
+    (tmp_path / RunLock.NAME).write_text("999999999")
+    with RunLock(tmp_path):
+        assert (tmp_path / RunLock.NAME).read_text() == str(os.getpid())
+
+
+def test_temporaries_of_interrupted_writes_are_removed(tmp_path) -> None:
+    from dustgp.pipeline import _clean_stale_temporaries
+
+    (tmp_path / "figures").mkdir()
+    stale = [
+        tmp_path / ".fit.ckpt.abc123.tmp",
+        tmp_path / ".map.nc.0123456789ab.tmp.nc",
+        tmp_path / "figures" / ".a.png.x.tmp.png",
+    ]
+    for path in stale:
+        path.write_bytes(b"half")
+    keep = tmp_path / "map.nc"
+    keep.write_bytes(b"done")
+    _clean_stale_temporaries(tmp_path)
+    assert not any(path.exists() for path in stale)
+    assert keep.exists()

@@ -21,6 +21,8 @@ applies to the variational parameters only (and is 0 by default).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -357,6 +359,8 @@ class Fit:
     converged : bool
         Whether the stop rule was met (``stopped_by`` says which); False for a fit that ran out of iterations
         or was interrupted, whose map may still change.
+    data_fingerprint : str
+        :func:`data_fingerprint` of the stars and grid fitted (checked when a checkpoint is resumed).
     """
 
     model: DustGP
@@ -369,6 +373,7 @@ class Fit:
     seconds: float
     stars: dict[str, int] = field(default_factory=dict)
     converged: bool = False
+    data_fingerprint: str = ""
 
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
@@ -496,6 +501,12 @@ def fit(
     if len(sightlines) == 0:
         raise FitError(f"no star of the catalogue ({len(catalog)} stars) lies on the grid {grid!r}")
     used = sightlines.star_index
+    fingerprint = data_fingerprint(catalog.select(used), grid)
+    if previous and previous.get("data_fingerprint", fingerprint) != fingerprint:
+        raise FitError(
+            f"checkpoint {resume} was fitted to other stars or another grid (its data fingerprint differs): "
+            "resume with the catalogue and grid it was made with, or start a new fit"
+        )
     stats = GaussianStatistics.from_stars(
         sightlines, catalog.extinction[used], catalog.extinction_err[used], dtype=torch.float64
     ).to(dtype=dtype, device=device)
@@ -538,6 +549,7 @@ def fit(
     start_iteration = len(losses)
     stopped_by = "max_iterations"
     result = Fit(gp, grid, config, np.empty(0), np.empty((0, 2)), 0, "", 0.0, stars)
+    result.data_fingerprint = fingerprint
 
     def snapshot(state: str) -> Fit:
         runner.store()
@@ -790,7 +802,20 @@ def _checkpoint_payload(
         "converged": result.converged,
         "seconds": result.seconds,
         "stars": dict(result.stars),
+        "data_fingerprint": result.data_fingerprint,
     }
+
+
+def data_fingerprint(catalog: Catalog, grid: Grid) -> str:
+    """SHA-256 of the fitted stars (l, b, distance, extinction, uncertainty, in order) and of the grid.
+
+    Stored in checkpoints, so that a fit is resumed only on the data it was started on.
+    """
+    digest = hashlib.sha256()
+    for column in (catalog.l, catalog.b, catalog.distance, catalog.extinction, catalog.extinction_err):
+        digest.update(np.ascontiguousarray(column, dtype=np.float64).tobytes())
+    digest.update(json.dumps(grid.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overwrite: bool = True) -> Path:
@@ -877,4 +902,5 @@ def load_fit(path: str | os.PathLike, *, device: str | None = None) -> Fit:
         seconds=float(payload["seconds"]),
         stars={k: int(v) for k, v in payload["stars"].items()},
         converged=bool(payload.get("converged", payload["stopped_by"] in CONVERGED)),
+        data_fingerprint=str(payload.get("data_fingerprint", "")),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -89,6 +90,69 @@ class RunResult:
     report: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     sky: SimulatedSky | None = None
+
+
+class RunLock:
+    """An exclusive lock on an output folder (``.dustgp.lock``, holding the owner's pid) for one run at a time.
+
+    Two runs into one folder would leave the checkpoint of one beside the maps of the other. A lock whose owner
+    is no longer alive (killed, machine restarted) is taken over with a warning.
+    """
+
+    NAME = ".dustgp.lock"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / self.NAME
+
+    def __enter__(self) -> RunLock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(owner):
+                    raise FileExistsError(
+                        f"{self.path.parent} is in use by another dustgp run (pid {owner}); wait for it, or use "
+                        "another output folder"
+                    ) from None
+                logger.warning("%s: taking over the lock of a run that is no longer alive (pid %s)", self.path, owner)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+        raise FileExistsError(f"{self.path}: could not take the run lock")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_temporaries(folder: Path) -> None:
+    """Remove temporary files that an interrupted write left in ``folder`` (and its figures).
+
+    Atomic writes go to ``.NAME.XXXX.tmp[.SUFFIX]`` beside their target and are renamed when complete; a process killed
+    mid-write (kill -9) leaves one behind. The run lock is held, so none of them belongs to a live writer.
+    """
+    for tmp in [*folder.glob(".*.tmp*"), *(folder / "figures").glob(".*.tmp*")]:
+        logger.info("removing %s, left by an interrupted write", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def default_demo_config() -> Path:
@@ -274,74 +338,75 @@ def run(
     if resume and checkpoint.exists():
         read_checkpoint(checkpoint)  # a clear message now, not torch's from inside the fit
     folder.mkdir(parents=True, exist_ok=True)
-
-    started = time.perf_counter()
-    catalog, sky = _stars(config)
-    held_out = None
-    holdout = float(config.output.get("holdout", 0.0))
-    if holdout > 0:
-        catalog, held_out = catalog.split(1.0 - holdout, seed=int(config.output.get("holdout_seed", 0)))
-    logger.info("stars: %d for the fit%s", len(catalog), f", {len(held_out)} held out" if held_out else "")
-    fitted = fit(
-        catalog,
-        config.grid,
-        config=config.fit,
-        checkpoint=checkpoint,
-        resume=checkpoint if resume and checkpoint.exists() else None,
-        progress=progress,
-    )
-    fit_seconds = fitted.seconds
-    if fitted.stopped_by in INTERRUPTED:  # the checkpoint holds the work; maps of a half-trained model are not made
-        report = {"dustgp_version": __version__, "stopped_by": fitted.stopped_by, "iterations": fitted.iterations}
-        return RunResult(fitted, None, report, files=[checkpoint])
-    t0 = time.perf_counter()
-    dmap = fitted.predict(config.prediction_grid(), progress=progress, **config.predict_options())
-    predict_seconds = time.perf_counter() - t0
-    dmap.meta["run_config"] = config.raw
-
-    report: dict[str, Any] = {
-        "dustgp_version": __version__,
-        "seed": fitted.config.seed,
-        "seeds": {
-            "fit": fitted.config.seed,
-            "predict": dmap.meta.get("seed"),
-            **({"simulate": _sky_seed(config)} if sky is not None else {}),
-            **({"holdout": int(config.output.get("holdout_seed", 0))} if held_out is not None else {}),
-        },
-        "stars_fitted": fitted.stars,
-        "method": fitted.config.method,
-        "iterations": fitted.iterations,
-        "stopped_by": fitted.stopped_by,
-        "converged": fitted.converged,
-        "fit_seconds": fit_seconds,
-        "seconds_per_iteration": fit_seconds / max(fitted.iterations, 1),
-        "predict_seconds": predict_seconds,
-        "hyperparameters": fitted.hyperparameters(),
-        "prediction_grid": repr(dmap.grid),
-    }
-    result = RunResult(fitted, dmap, report, sky=sky)
-    if sky is not None:
-        report["truth"] = compare_to_truth(dmap, sky).to_dict()
-    if held_out is not None and len(held_out):
-        report["holdout"] = holdout_report(dmap, held_out).to_dict()
-
-    from .io import write_map
-
-    for fmt, target in zip(formats, targets, strict=True):
-        result.files.append(write_map(dmap, target, format=fmt, overwrite=overwrite))
-    if draw:
-        result.files += write_figures(
-            dmap,
-            folder / "figures",
-            distances=config.output.get("slice_distances"),
-            losses=fitted.losses,
-            sky=sky,
-            overwrite=overwrite,
+    with RunLock(folder):
+        _clean_stale_temporaries(folder)
+        started = time.perf_counter()
+        catalog, sky = _stars(config)
+        held_out = None
+        holdout = float(config.output.get("holdout", 0.0))
+        if holdout > 0:
+            catalog, held_out = catalog.split(1.0 - holdout, seed=int(config.output.get("holdout_seed", 0)))
+        logger.info("stars: %d for the fit%s", len(catalog), f", {len(held_out)} held out" if held_out else "")
+        fitted = fit(
+            catalog,
+            config.grid,
+            config=config.fit,
+            checkpoint=checkpoint,
+            resume=checkpoint if resume and checkpoint.exists() else None,
+            progress=progress,
         )
-    report["total_seconds"] = time.perf_counter() - started
-    report["run_config"] = config.raw
-    result.files.append(_write_json(folder / "report.json", report, overwrite=overwrite))
-    return result
+        fit_seconds = fitted.seconds
+        if fitted.stopped_by in INTERRUPTED:  # the checkpoint holds the work; maps of a half-trained model are not made
+            report = {"dustgp_version": __version__, "stopped_by": fitted.stopped_by, "iterations": fitted.iterations}
+            return RunResult(fitted, None, report, files=[checkpoint])
+        t0 = time.perf_counter()
+        dmap = fitted.predict(config.prediction_grid(), progress=progress, **config.predict_options())
+        predict_seconds = time.perf_counter() - t0
+        dmap.meta["run_config"] = config.raw
+
+        report: dict[str, Any] = {
+            "dustgp_version": __version__,
+            "seed": fitted.config.seed,
+            "seeds": {
+                "fit": fitted.config.seed,
+                "predict": dmap.meta.get("seed"),
+                **({"simulate": _sky_seed(config)} if sky is not None else {}),
+                **({"holdout": int(config.output.get("holdout_seed", 0))} if held_out is not None else {}),
+            },
+            "stars_fitted": fitted.stars,
+            "method": fitted.config.method,
+            "iterations": fitted.iterations,
+            "stopped_by": fitted.stopped_by,
+            "converged": fitted.converged,
+            "fit_seconds": fit_seconds,
+            "seconds_per_iteration": fit_seconds / max(fitted.iterations, 1),
+            "predict_seconds": predict_seconds,
+            "hyperparameters": fitted.hyperparameters(),
+            "prediction_grid": repr(dmap.grid),
+        }
+        result = RunResult(fitted, dmap, report, sky=sky)
+        if sky is not None:
+            report["truth"] = compare_to_truth(dmap, sky).to_dict()
+        if held_out is not None and len(held_out):
+            report["holdout"] = holdout_report(dmap, held_out).to_dict()
+
+        from .io import write_map
+
+        for fmt, target in zip(formats, targets, strict=True):
+            result.files.append(write_map(dmap, target, format=fmt, overwrite=overwrite))
+        if draw:
+            result.files += write_figures(
+                dmap,
+                folder / "figures",
+                distances=config.output.get("slice_distances"),
+                losses=fitted.losses,
+                sky=sky,
+                overwrite=overwrite,
+            )
+        report["total_seconds"] = time.perf_counter() - started
+        report["run_config"] = config.raw
+        result.files.append(_write_json(folder / "report.json", report, overwrite=overwrite))
+        return result
 
 
 def _sky_seed(config: RunConfig) -> int:
