@@ -18,7 +18,8 @@ from dustgp.simulate import simulate
 
 REGION = Grid(l=(60, 80, 40), b=(-5, 5, 20), d=(150, 350, 40), ghost_cells=0)
 TRAIN = Grid(l=(60, 80, 10), b=(-5, 5, 5), d=(150, 350, 12), ghost_cells=1)
-SMALL_FIT = {"inducing_points": 150, "length_scale": 20.0, "seed": 3}
+# this file tests the paper's SVI path (and what does not depend on the method); tests/test_newton.py the default
+SMALL_FIT = {"method": "svi", "inducing_points": 150, "length_scale": 20.0, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,8 @@ def test_ctrl_c_keeps_the_last_checkpoint(sky, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(pyro.infer.SVI, "step", interrupted_step)
     ckpt = tmp_path / "fit.ckpt"
-    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, progress=False, inducing_points=40)
+    options = {"inducing_points": 40, "method": "svi", "progress": False}
+    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, **options)
     assert result.stopped_by == "interrupted"
     assert load_checkpoint(ckpt)["iterations"] == 4
 
@@ -218,7 +220,8 @@ def test_sigterm_is_handled_like_ctrl_c(sky, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(pyro.infer.SVI, "step", terminated_step)
     ckpt = tmp_path / "fit.ckpt"
-    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, progress=False, inducing_points=40)
+    options = {"inducing_points": 40, "method": "svi", "progress": False}
+    result = dustgp.fit(sky.catalog, TRAIN, max_iterations=50, checkpoint=ckpt, **options)
     assert result.stopped_by == "terminated"
     assert not result.converged
     assert load_checkpoint(ckpt)["iterations"] in (4, 5)  # the signal lands during or right after step 5
@@ -226,7 +229,9 @@ def test_sigterm_is_handled_like_ctrl_c(sky, tmp_path, monkeypatch) -> None:
 
 
 def test_paper_stop_rule_and_map_rule(sky) -> None:
-    paper = dustgp.fit(sky.catalog, TRAIN, max_iterations=2000, stop="elbo", progress=False, inducing_points=60)
+    paper = dustgp.fit(
+        sky.catalog, TRAIN, max_iterations=2000, stop="elbo", progress=False, inducing_points=60, method="svi"
+    )
     assert paper.stopped_by == "elbo rule"
     recent = paper.losses[-10:]
     assert np.ptp(recent) / abs(recent.mean()) < 0.01
@@ -277,7 +282,9 @@ def distance_error_fits():
             distance_err=frac * d_obs[keep], inflate=inflate,
         )  # fmt: skip
         assert bool(np.any(catalog.inflation > 0)) == inflate
-        fit = dustgp.fit(catalog, grid, inducing_points=60, max_iterations=600, stop="none", seed=1, progress=False)
+        fit = dustgp.fit(
+            catalog, grid, inducing_points=60, max_iterations=600, stop="none", seed=1, progress=False, method="svi"
+        )
         fits[inflate] = (catalog, fit.predict(grid.refined(2), samples=200, progress=False))
     return fits, points
 

@@ -1,4 +1,4 @@
-"""The paper's Section 3 experiment at full size, against the accuracy the core issue asks for (slow: ~5 min)."""
+"""The paper's Section 3 experiment at full size with the default fitting method (slow: ~6 min on 2 cores)."""
 
 import numpy as np
 import pytest
@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 def accuracy():
     sky = dustgp.paper_experiment(n_stars=120_000, seed=0)
     train = dustgp.Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
-    fit = dustgp.fit(sky.catalog, train, inducing_points=1000, length_scale=20.0, seed=1, patience=4, progress=False)
-    assert fit.stopped_by == "map converged"
-    # as `dustgp demo` does: a well-sampled map, where the (mean-density preserving) cell variance is small
+    fit = dustgp.fit(sky.catalog, train, inducing_points=1000, length_scale=20.0, seed=1, progress=False)
+    assert fit.converged
+    # as `dustgp demo` does (for the default method, the conditional covariance the model was trained with)
     grid = dustgp.Grid(l=(50, 90, 100), b=(-10, 10, 100), d=(180, 500, 105))
     dmap = fit.predict(grid, samples=200, cell_variance=True, progress=False)
     return compare_to_truth(dmap, sky)
@@ -34,5 +34,6 @@ def test_few_stars_are_underestimated(accuracy) -> None:
 
 
 def test_band_means_what_it_says(accuracy) -> None:
-    # a 16-84% band holds the truth in 68% of cells if calibrated; at least half is required
-    assert accuracy.coverage_16_84 >= 0.50
+    # a 16-84% band holds the truth in 68% of cells if calibrated; 14,800 cells of smooth truth are far from
+    # independent, so the band is judged at the inference issue's 60-75% (fit seeds 1-3 gave 68.2-69.3%)
+    assert 0.60 <= accuracy.coverage_16_84 <= 0.75
