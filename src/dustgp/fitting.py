@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 import zipfile
@@ -52,6 +51,7 @@ from tqdm.auto import tqdm
 from . import newton
 from .catalog import Catalog
 from .grid import Grid, lbd_to_xyz
+from .io import atomic_path
 from .kernels import Workspace
 from .model import DustGP
 from .sightlines import GaussianStatistics, Sightlines
@@ -720,12 +720,11 @@ class _NewtonRunner(_Runner):
         self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid, config: FitConfig
     ) -> None:
         self.gp, self.config = gp, config
-        fixed = None if config.learn_inducing_locations else gp.inducing_points.detach()
+        learn_z = config.learn_inducing_locations and config.learn_hyperparameters
+        fixed = None if learn_z else gp.inducing_points.detach()
         self.problem = newton.NewtonProblem.build(
             cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=config.learn_hyperparameters
         )
-        if not config.learn_hyperparameters and fixed is None:
-            self.problem.fixed_z = gp.inducing_points.detach().to(newton.DTYPE)
         theta, m, l_precision = _newton_start(gp, self.problem)
         self.optimizer = newton.NewtonOptimizer(self.problem, theta, m, l_precision, warmup=config.warmup)
         self.elbo_tol = max(1.0, 1e-5 * stats.n_stars)
@@ -824,23 +823,12 @@ def data_fingerprint(catalog: Catalog, grid: Grid) -> str:
 
 
 def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overwrite: bool = True) -> Path:
+    """Write atomically (:func:`dustgp.io.atomic_path`: fsynced, renamed in one step): a reader, or a resume after
+    a crash, sees the old checkpoint or the new one, never half of one."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before the rename, so a crash cannot leave a renamed empty file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any file written here
-        os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "BLOCK_BYTES",
     "STORE_LIMIT_BYTES",
     "Workspace",
+    "rbf_along_sightlines",
     "rbf_cross_covariance",
     "rbf_cross_covariance_vjp",
     "rbf_project",
@@ -369,6 +370,30 @@ def rbf_cross_covariance(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, 
         return alpha * torch.exp((xa @ za.T).clamp(min=_exp_floor(x.dtype), max=0.0))
     k = x.new_empty(x.shape[0], z.shape[0])
     return _exp_block(xa, za, k).mul_(alpha)
+
+
+def rbf_along_sightlines(
+    distance: torch.Tensor, direction: torch.Tensor, gamma: torch.Tensor, alpha: torch.Tensor | float
+) -> torch.Tensor:
+    """The prior covariance between the cells of each sightline, ``(n_sightlines, n_d, n_d)``, dex².
+
+    Cells of one sightline lie at ``d_j û`` for its unit vector ``û``, so their separations are ``(d_j - d_k) û``
+    and the ARD kernel reduces to ``alpha exp(-(d_j - d_k)² Σ_k (û_k/γ_k)² / 2)``: no n × n × 3 array of offsets.
+
+    Parameters
+    ----------
+    distance : torch.Tensor, shape (n_sightlines, n_d) or (n_d,)
+        Distances of the cells along each sightline, in the units of ``gamma``.
+    direction : torch.Tensor, shape (n_sightlines, 3)
+        Unit vector of each sightline (heliocentric Cartesian).
+    gamma : torch.Tensor, shape (3,)
+        Scale lengths.
+    alpha : torch.Tensor or float
+        Kernel scale factor.
+    """
+    rate = ((direction / gamma.reshape(3)) ** 2).sum(-1)  # (n_sightlines,)
+    separation = distance[..., :, None] - distance[..., None, :]
+    return alpha * torch.exp(-0.5 * separation**2 * rate[:, None, None])
 
 
 def rbf_cross_covariance_vjp(

@@ -21,20 +21,23 @@ By Price's theorem ``∂E/∂S = ½ Aᵀ E[∇²ℓ] A``, so the fixed point of 
 
     Λ ← (1 - β) Λ + β (I - 2 ∂E/∂S),        m ← m + β Λ⁻¹ ∂ELBO/∂m.
 
-At β = 1 this is a Newton step with the expected curvature, which the Gauss-Newton (Fisher) term dominates; it
-converges in a handful of steps where Adam on the M(M+1)/2 entries of L_q needs thousands. Should the target
-precision be indefinite (the residual term of the Hessian can be negative), its eigenvalues are floored at those of
-the prior (1), the Gauss-Newton choice.
+At β = 1 this is a Newton step with the expected curvature, which the Gauss-Newton (Fisher) term dominates, where
+Adam moves the M(M+1)/2 entries of L_q by noisy gradients. The precision moves by half of β
+(:data:`PRECISION_DAMPING`), and β is capped so that no cell's mean phi moves by more than 1 dex. Should the target
+precision be indefinite (the residual term of the Hessian can be negative), each column's curvature block has its
+negative eigenvalues floored at zero, the Gauss-Newton choice, so that Λ ⪰ I.
 
 Hyperparameters and inducing locations
 --------------------------------------
-``theta = (c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z, z)`` move by L-BFGS directions on the ELBO at fixed
-whitened q. In the whitened parametrisation the KL term does not depend on theta, and q follows theta closely
-(one natural-gradient step per outer step), so the gradient at fixed q is that of max_q ELBO (envelope theorem).
-(The gradient of a Laplace evidence at a fixed mode misses dv*/dθ and drifts toward low density.)
+``theta = (c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z, z)`` move by L-BFGS directions (one memory for the
+hyperparameters, one for the locations) on the ELBO at fixed q(u) over the inducing values ``u = c + L_zz v``, the KL
+then depending on theta. At fixed whitened q(v) instead, a change of the scale lengths scrambles the map and only
+tiny theta steps are accepted. q follows theta closely (one natural-gradient step per outer step), so the gradient
+at fixed q is that of max_q ELBO (envelope theorem). (The gradient of a Laplace evidence at a fixed mode misses
+dv*/dθ and drifts toward low density.)
 
-Every accepted step raises the ELBO: the joint proposal (β, t) is tried at (1, 1), then with a shorter theta step,
-then q alone with a shorter β, and refused unless the exact ELBO increases.
+Every accepted step raises the ELBO: the joint proposal (β, t) is tried at t = 1, then with shorter theta steps,
+then q alone with shorter β, and refused unless the exact ELBO increases.
 
 Precision: float64 throughout. The covariance blocks subtract ``K_col L_zz⁻ᵀ L_zz⁻¹ K_colᵀ`` from the prior, and
 ``L_zz⁻¹`` has entries as large as the condition number of K_zz: in float32 that cancellation costs ~1e-3 dex² at
@@ -50,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .kernels import rbf_cross_covariance, rbf_cross_covariance_vjp
+from .kernels import rbf_along_sightlines, rbf_cross_covariance, rbf_cross_covariance_vjp
 from .model import JITTER, _cholesky
 from .sightlines import GaussianStatistics
 
@@ -77,8 +80,10 @@ class NewtonProblem:
         float64.
     blocks : tuple
         ``stats.column_blocks()``.
-    offsets : torch.Tensor, shape (n_columns, n_d, n_d, 3)
-        Differences of cell centres within each column (internal units), for the prior blocks K_xx,col.
+    distances : torch.Tensor, shape (n_columns, n_d)
+        Distance of each cell along its column (internal units), for the prior blocks K_xx,col.
+    directions : torch.Tensor, shape (n_columns, 3)
+        Unit vector of each column.
     fixed_z : torch.Tensor or None
         Inducing locations when they are not learned, (M, 3).
     learn_hyperparameters : bool
@@ -89,7 +94,8 @@ class NewtonProblem:
     n_d: int
     stats: GaussianStatistics
     blocks: tuple[torch.Tensor, torch.Tensor]
-    offsets: torch.Tensor
+    distances: torch.Tensor
+    directions: torch.Tensor
     fixed_z: torch.Tensor | None
     learn_hyperparameters: bool = True
 
@@ -106,7 +112,7 @@ class NewtonProblem:
         """From cell centres in the grid's order (distance bins outermost, ``(n_d * n_columns, 3)``)."""
         n_columns = cells_grid_order.shape[0] // n_d
         cells = cells_grid_order.to(DTYPE).reshape(n_d, n_columns, 3).transpose(0, 1).contiguous()
-        offsets = cells[:, :, None, :] - cells[:, None, :, :]
+        distances = cells.norm(dim=-1)
         stats = stats.to(dtype=DTYPE)
         return cls(
             cells=cells.reshape(-1, 3),
@@ -114,10 +120,15 @@ class NewtonProblem:
             n_d=n_d,
             stats=stats,
             blocks=stats.column_blocks(),
-            offsets=offsets,
+            distances=distances,
+            directions=cells[:, -1] / distances[:, -1:],
             fixed_z=None if fixed_z is None else fixed_z.to(DTYPE),
             learn_hyperparameters=learn_hyperparameters,
         )
+
+    def prior_blocks(self, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """K_xx within each column, ``(n_columns, n_d, n_d)``, dex² (differentiable in alpha and gamma)."""
+        return rbf_along_sightlines(self.distances, self.directions, gamma, alpha)
 
     def unpack(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(c, alpha, gamma, z)`` from the flat parameter vector."""
@@ -171,13 +182,8 @@ class Geometry:
             x_inv=x_inv,
             k_inv=x_inv.T @ x_inv,
             k=rbf_cross_covariance(problem.cells, z, gamma, alpha),
-            kxx=prior_blocks(problem, alpha, gamma),
+            kxx=problem.prior_blocks(alpha, gamma),
         )
-
-
-def prior_blocks(problem: NewtonProblem, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """K_xx within each column, ``(n_columns, n_d, n_d)``, dex²."""
-    return alpha * torch.exp(-0.5 * ((problem.offsets / gamma) ** 2).sum(-1))
 
 
 def inducing_cholesky(problem: NewtonProblem, theta: torch.Tensor) -> torch.Tensor:
@@ -207,7 +213,7 @@ class NewtonState:
     grad_m: torch.Tensor | None = None
     precision_target: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
-    _floor: torch.Tensor | None = field(default=None, repr=False)
+    _grad_cov: torch.Tensor | None = field(default=None, repr=False)  # ∂E/∂Σ per column, for floored_target
 
     @property
     def theta(self) -> torch.Tensor:
@@ -227,7 +233,7 @@ class NewtonState:
         self.precision_target = torch.eye(m_size, dtype=DTYPE, device=k.device) - (curvature + curvature.T)
         grad_w = k.T @ g_mu
         self.grad_m = geo.x_inv @ grad_w - self.m
-        self._floor = g_cov
+        self._grad_cov = g_cov
         if problem.learn_hyperparameters:
             grad_k = torch.bmm(g_cov, y.view_as(k_col)).view(n, m_size).mul_(2.0)
             grad_k.add_(g_mu[:, None] * w[None, :])
@@ -267,7 +273,7 @@ def _theta_gradient(
         r = torch.linalg.solve_triangular(l_zz, (mu_u - c)[:, None], upper=False)[:, 0]
         w = torch.linalg.solve_triangular(l_zz.T, r[:, None], upper=True)[:, 0]
         kl = 0.5 * ((xb * xb).sum() + r @ r) + l_zz.diagonal().log().sum()
-        kxx = prior_blocks(problem, alpha, gamma)
+        kxx = problem.prior_blocks(alpha, gamma)
         gz, gg, ga = rbf_cross_covariance_vjp(problem.cells, z.detach(), gamma.detach(), alpha.detach(), geo.k, grad_k)
         surrogate = (t * grad_t).sum() + (w * grad_w).sum() + (kxx * g_cov).sum() + c * g_mu.sum()
         surrogate = surrogate + (gamma * gg).sum() + alpha * ga - kl
@@ -356,7 +362,7 @@ def floored_target(state: NewtonState, problem: NewtonProblem) -> torch.Tensor:
     is not positive definite.
     """
     geo = state.geometry
-    values, vectors = batched_eigh(-2.0 * state._floor)
+    values, vectors = batched_eigh(-2.0 * state._grad_cov)
     curvature_blocks = (vectors * values.clamp(min=0.0)[:, None, :]) @ vectors.transpose(1, 2)
     n, m_size = geo.k.shape
     k_col = geo.k.view(problem.n_columns, problem.n_d, m_size)
@@ -370,9 +376,9 @@ def propose(state: NewtonState, beta: float, problem: NewtonProblem) -> tuple[to
     precision = state.l_precision @ state.l_precision.T
     for attempt in range(2):
         if attempt:  # the exact target was indefinite: floor it once and keep the floored one
-            if state._floor is None:
+            if state._grad_cov is None:
                 return None
-            state.precision_target, state._floor = floored_target(state, problem), None
+            state.precision_target, state._grad_cov = floored_target(state, problem), None
         beta_s = PRECISION_DAMPING * beta
         blended = (1.0 - beta_s) * precision + beta_s * state.precision_target
         l_new, info = torch.linalg.cholesky_ex(0.5 * (blended + blended.T))
@@ -459,7 +465,6 @@ class NewtonOptimizer:
         self.warmup = warmup
         self.lbfgs = (LBFGS(), LBFGS())  # hyperparameters, inducing locations
         self.steps = 0
-        self.last_trial: tuple[float, float] = (0.0, 0.0)
         self.state = evaluate(problem, Geometry.at(problem, theta), m, l_precision).with_gradients(problem)
 
     def _beta_max(self, state: NewtonState) -> float:
@@ -514,7 +519,7 @@ class NewtonOptimizer:
                         lbfgs.update(
                             (candidate.theta - old.theta)[part], old.grad_theta[part], candidate.grad_theta[part]
                         )
-                self.state, self.last_trial = candidate, (beta, fraction)
+                self.state = candidate
                 self.steps += 1
                 return old, candidate
             if fraction == self.THETA_FRACTIONS[-1]:

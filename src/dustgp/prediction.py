@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 
 from .dustmap import DEFAULT_PERCENTILES, DustMap
 from .grid import Grid
+from .kernels import rbf_along_sightlines
+from .newton import batched_eigh
 from .sightlines import cumulative_extinction
 
 if TYPE_CHECKING:
@@ -69,8 +71,6 @@ def _column_factors(gp: Any, grid: Grid, l_zz: torch.Tensor, stride: int) -> tup
     ``K_xx = alpha exp(-Δd² Σ_k (û_k/γ_k)² / 2)``. Blocks that rounding makes indefinite get their eigenvalues
     floored at zero.
     """
-    from .newton import batched_eigh
-
     dev = l_zz.device
     i_b, i_l = np.arange(0, grid.n_b, stride), np.arange(0, grid.n_l, stride)
     picked = (i_b[:, None] * grid.n_l + i_l[None, :]).ravel()
@@ -88,11 +88,9 @@ def _column_factors(gp: Any, grid: Grid, l_zz: torch.Tensor, stride: int) -> tup
     a_col = a.view(grid.n_d, picked.size, -1).transpose(0, 1)
     low_rank = torch.bmm(a_col, a_col.transpose(1, 2)).double()
     del a, a_col
-    unit = centres[-1] / centres[-1].norm(dim=-1, keepdim=True)  # (n_picked, 3)
-    rate = ((unit.to(dev) / gamma) ** 2).sum(-1)  # 1/pc²
+    unit = (centres[-1] / centres[-1].norm(dim=-1, keepdim=True)).to(dev)  # (n_picked, 3)
     d = torch.as_tensor(grid.d_centers, dtype=torch.float64, device=dev)
-    prior = float(alpha) * torch.exp(-0.5 * (d[:, None] - d[None, :]) ** 2 * rate[:, None, None])
-    conditional = prior - low_rank
+    conditional = rbf_along_sightlines(d, unit, gamma, float(alpha)) - low_rank
     eye = torch.eye(grid.n_d, dtype=conditional.dtype, device=dev)
     factor, info = torch.linalg.cholesky_ex(conditional + 1e-5 * float(alpha) * eye)
     bad = info != 0
