@@ -40,7 +40,7 @@ from dustgp.validation import compare_to_truth
 HERE = Path(__file__).resolve().parent
 METHODS = ("newton", "svi")
 
-#: The paper's Section 3 experiment (METHOD.md §9). ``max_iterations`` None: each method's default bound.
+#: The paper's Section 3 experiment (docs: Method §9). ``max_iterations`` None: each method's default bound.
 FULL: dict[str, Any] = {
     "stars": 120_000,
     "train_shape": (20, 20, 35),

@@ -20,7 +20,7 @@ What is measured
   H and g, inducing-point initialisation, building the model). On the stars axis, ``statistics_s`` times the
   star-dependent part alone (:class:`~dustgp.sightlines.Sightlines` plus
   :class:`~dustgp.sightlines.GaussianStatistics`). Stars change only this one-off cost: the likelihood of all
-  stars enters each iteration through H and g (METHOD.md §10).
+  stars enters each iteration through H and g (docs: Design notes).
 * **Peak memory**: the process's peak resident set (``VmHWM``) after resetting it through
   ``/proc/self/clear_refs`` before each row (Linux), reported in MB both as the peak and as the increase over
   the resident set at the row's start (``delta_mb``, after a garbage collection and glibc's ``malloc_trim``, so
@@ -81,7 +81,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 #: --quick writes here by default, so that a smoke run never overwrites the full-size results
 QUICK_RESULTS = RESULTS.with_name("scaling-quick.json")
 
-#: The paper's Section 3 experiment (METHOD.md §9): region, training grid, stars, inducing points.
+#: The paper's Section 3 experiment (docs: Method §9): region, training grid, stars, inducing points.
 REGION = {"l": (50.0, 90.0), "b": (-10.0, 10.0), "d": (180.0, 500.0)}
 SECTION3 = {"shape": (20, 20, 35), "ghost_cells": 2, "stars": 120_000, "inducing": 1000}
 

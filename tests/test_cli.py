@@ -50,7 +50,7 @@ formats = ["netcdf", "fits"]
 """
 
 
-@pytest.mark.parametrize("command", ["simulate", "fit", "predict", "plot", "info", "demo"])
+@pytest.mark.parametrize("command", ["simulate", "fit", "predict", "plot", "info", "demo", "view", "query"])
 def test_every_option_is_explained(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -92,17 +92,36 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     assert read_map(out / "map.nc").meta["seed"] == 0
     # an existing map is never replaced unasked
     assert main(["fit", str(run_file), "--out", str(out), "--quiet"]) == 2
-    # resume continues from the checkpoint
+    # resume continues from the checkpoint. Mark the checkpoint's stored ELBO history: a resumed fit carries it on,
+    # a restart from zero (same seed, so the same first iterations) would recompute it unmarked
+    payload = torch.load(out / "fit.ckpt", weights_only=True)
+    first_losses = payload["losses"].clone()
+    payload["losses"][0] -= 1.0
+    torch.save(payload, out / "fit.ckpt")
     run_file.write_text(RUN.format(iterations=170))
     assert main(["fit", str(run_file), "--out", str(out), "--resume", "--overwrite", "--quiet", "--no-figures"]) == 0
     resumed = json.loads((out / "report.json").read_text())
-    assert report["iterations"] < resumed["iterations"] <= 170  # went on from the checkpoint, not from zero
+    assert report["iterations"] < resumed["iterations"] <= 170
+    losses = load_checkpoint(out / "fit.ckpt")["losses"]
+    assert losses[0].item() == first_losses[0].item() - 1.0  # the marked history went on: resumed, not restarted
+    torch.testing.assert_close(losses[1 : first_losses.numel()], first_losses[1:], rtol=0, atol=0)
+    assert losses.numel() == resumed["iterations"]
     assert resumed["seconds_per_iteration"] > 0
 
     target = tmp_path / "fine.nc"
     args = ["predict", str(out / "fit.ckpt"), str(target), "--l", "60,70,10", "--b=-4,4,8", "--d", "150,300,16"]
     assert main([*args, "--samples", "10", "--quiet"]) == 0
-    assert read_map(target).grid.shape == (17, 8, 10)  # one ghost cell added from the training grid
+    predicted = read_map(target)
+    assert predicted.grid.shape == (17, 8, 10)  # one ghost cell added from the training grid
+    # joint samples are kept by default (all 10 drawn here: fewer than DEFAULT_KEEP_SAMPLES), so the dustmaps
+    # modes that need them work on a map predicted without options, from Python and from the shell
+    assert predicted.n_samples == 10
+    every = predicted.query_gal(65.0, 0.0, 0.25, mode="samples")
+    capsys.readouterr()
+    point = ["--l", "65", "--b", "0", "--d", "250", "--mode", "random_sample", "--seed", "1"]
+    assert main(["query", str(target), *point]) == 0
+    drawn = Table.read(capsys.readouterr().out, format="ascii.ecsv")["A_random_sample"][0]
+    assert np.isclose(every, drawn, rtol=1e-12, atol=0).any()
     assert main(["plot", str(target), "--out", str(tmp_path / "figs"), "--distances", "200", "250", "--quiet"]) == 0
     assert (tmp_path / "figs" / "density_slices.png").exists()
     capsys.readouterr()
@@ -360,3 +379,56 @@ def test_a_real_terminal_gets_one_line(tmp_path: Path) -> None:
     assert done.stderr.splitlines() == [
         f"ERROR dustgp: {checkpoint} is not a dustgp checkpoint: its content cannot be loaded safely (UnpicklingError)"
     ]
+
+
+def test_query_points_and_tables(tmp_path: Path, capsys) -> None:
+    from known_maps import make_map
+
+    grid = dustgp.Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(150, 300, 6), ghost_cells=1)
+    dmap = make_map(grid, 2e-3)  # uniform: A(d) = 2e-3 mag/pc × d
+    dustgp.write_map(dmap, tmp_path / "map.nc")
+    capsys.readouterr()
+    # points: lists of one common length, a single value repeating; negative values as users write them
+    assert main(["query", str(tmp_path / "map.nc"), "--l", "61,65", "--b", "-1.5,-2", "--d", "200"]) == 0
+    out = Table.read(capsys.readouterr().out, format="ascii.ecsv")
+    np.testing.assert_allclose(out["A_mean"], [0.4, 0.4], rtol=1e-12)
+    assert str(out["A_mean"].unit) == "mag"
+    assert list(out["in_map"]) == [True, True]
+    # a table in (with its own column names and a distance in kpc), a table out
+    stars = Table({"glon": [62.0, 90.0], "glat": [0.0, 0.0], "dist": [0.25, 0.25]}, units={"dist": "kpc"})
+    stars.write(tmp_path / "stars.ecsv")
+    args = ["query", str(tmp_path / "map.nc"), "--table", str(tmp_path / "stars.ecsv"), "--out"]
+    assert main([*args, str(tmp_path / "a.ecsv"), "--mode", "percentile", "--pct", "16,84", "--quiet"]) == 0
+    answer = Table.read(tmp_path / "a.ecsv")
+    assert answer.colnames == ["glon", "glat", "dist", "A_p16", "A_p84", "in_map", "reliable_dist"]
+    # known_maps stores percentile q as (1 + (q - 50)/100) times the value: 0.66 and 1.34 times 0.5 mag
+    np.testing.assert_allclose(answer["A_p16"][0], 0.66 * 0.5, rtol=1e-12)
+    np.testing.assert_allclose(answer["A_p84"][0], 1.34 * 0.5, rtol=1e-12)
+    assert np.isnan(answer["A_p16"][1])  # l = 90 is off the map
+    assert list(answer["in_map"]) == [True, False]
+    assert main([*args, str(tmp_path / "d.fits"), "--density", "--quiet"]) == 0
+    np.testing.assert_allclose(Table.read(tmp_path / "d.fits")["rho_mean"][0], 2e-3, rtol=1e-12)
+
+
+def test_query_and_view_user_errors_are_one_line_and_status_2(tmp_path: Path, terminal) -> None:
+    from known_maps import make_map
+
+    grid = dustgp.Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(150, 300, 6), ghost_cells=1)
+    dustgp.write_map(make_map(grid, 2e-3), tmp_path / "map.nc")
+    Table({"x": [1.0], "b": [0.0], "d": [200.0]}).write(tmp_path / "bad.ecsv")
+    cases = [
+        (["--l", "61"], "give --l, --b and --d"),
+        (["--l", "61,62,63", "--b", "0,1", "--d", "200"], "expected lists of one common length"),
+        (["--table", str(tmp_path / "bad.ecsv")], "expected a column 'l' or 'glon' or 'GLON' for l"),
+        (["--l", "61", "--b", "0", "--d", "200", "--mode", "samples"], 'mode="samples" needs posterior samples'),
+    ]
+    for extra, message in cases:
+        code, err = terminal("query", str(tmp_path / "map.nc"), *extra)
+        assert code == 2, extra
+        assert_one_error_line(err, message)
+    page = tmp_path / "map.html"
+    assert terminal("view", str(tmp_path / "map.nc"), "-o", str(page), "--quiet")[0] == 0
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    code, err = terminal("view", str(tmp_path / "map.nc"), "-o", str(page))
+    assert code == 2
+    assert_one_error_line(err, "map.html exists; pass --overwrite to replace it")

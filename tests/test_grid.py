@@ -1,13 +1,15 @@
-"""Grid specifications: what a valid spec builds, and that every invalid one is refused naming its axis."""
+"""Grids: what a valid spec builds, that every invalid one is refused naming its axis, and the geometry."""
 
 from __future__ import annotations
 
 import logging
 
+import astropy.units as u
 import numpy as np
 import pytest
+from astropy.coordinates import SkyCoord
 
-from dustgp.grid import Grid, GridError
+from dustgp.grid import Grid, GridError, lbd_to_xyz
 
 B = (-5, 5, 4)
 D = (100, 300, 5)
@@ -87,3 +89,59 @@ def test_from_dict_checks_counts_and_round_trips() -> None:
         Grid.from_dict({"l": [50, 90, 8], "b": [-5, 5, 4], "d": 5})
     with pytest.raises(GridError, match=r"missing entries \['d'\]"):
         Grid.from_dict({"l": [50, 90, 8], "b": [-5, 5, 4]})
+
+
+# ----- geometry ------------------------------------------------------------------------------------------------
+
+
+def test_lbd_to_xyz_agrees_with_astropy(rng: np.random.Generator) -> None:
+    # astropy's Galactic frame as the oracle: x towards l = 0, y towards l = 90 deg, z towards b = 90 deg
+    l = rng.uniform(-180.0, 540.0, 500)  # longitudes outside [0, 360) too
+    b = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 500)))
+    d = rng.uniform(1.0, 5000.0, 500)
+    expected = SkyCoord(l=l * u.deg, b=b * u.deg, distance=d * u.pc, frame="galactic").cartesian.xyz.to_value(u.pc)
+    # both are a few float64 operations on the same inputs: agreement to ~1e-13 of the distance
+    np.testing.assert_allclose(lbd_to_xyz(l, b, d), expected.T, rtol=0, atol=1e-12 * d.max())
+
+
+def test_cell_centres_and_lengths() -> None:
+    grid = Grid(l=(50, 90, 4), b=(-10, 10, 2), d=(100, 300, 4), ghost_cells=2)
+    np.testing.assert_allclose(grid.l_centers, [55, 65, 75, 85])
+    np.testing.assert_allclose(grid.b_centers, [-5, 5])
+    # two ghost cells split 0 .. d_min evenly, then four 50 pc region cells
+    np.testing.assert_allclose(grid.d_edges, [0, 50, 100, 150, 200, 250, 300])
+    np.testing.assert_allclose(grid.path_lengths, 50.0)
+    assert (grid.d_min, grid.d_max, grid.shape, grid.n_cells) == (100.0, 300.0, (6, 2, 4), 48)
+    xyz = grid.cell_centers_xyz()
+    d = grid.cell_centers_lbd()[2]
+    np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), d.ravel())  # centres lie at their distance
+
+
+def test_solid_angles_sum_to_the_box() -> None:
+    # the whole sky in 8 x 6 pixels is 4 pi sr; a band |b| < 30 deg is 4 pi sin(30 deg) = 2 pi sr
+    assert Grid(l=(0, 360, 8), b=(-90, 90, 6), d=D).solid_angles().sum() == pytest.approx(4 * np.pi, rel=1e-12)
+    assert Grid(l=(0, 360, 8), b=(-30, 30, 6), d=D).solid_angles().sum() == pytest.approx(2 * np.pi, rel=1e-12)
+
+
+def test_locate_finds_cells_edges_and_misses() -> None:
+    grid = Grid(l=(350, 370, 4), b=(-10, 10, 2), d=(100, 300, 4), ghost_cells=1)  # crosses l = 360
+    i_d, i_b, i_l = grid.locate(
+        np.array([351.0, 2.0, 10.0, 349.9, 355.0, 355.0, 355.0, np.nan]),
+        np.array([0.0, -10.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        np.array([120.0, 300.0, 50.0, 120.0, 300.1, 0.0, 150.0, 120.0]),
+    )
+    # l = 2 deg is 362 on this grid (cell 2); l = 10 is the far edge, which belongs to the last cell
+    np.testing.assert_array_equal(i_l, [0, 2, 3, -1, -1, 1, 1, -1])
+    np.testing.assert_array_equal(i_b, [1, 0, 1, -1, -1, 1, 1, -1])
+    # d = 50 pc and d = 0 are in the ghost cell (index 0); 300 pc is the far edge; beyond it is off the grid
+    np.testing.assert_array_equal(i_d, [1, 4, 0, -1, -1, 0, 2, -1])
+
+
+def test_refined_keeps_bounds_and_multiplies_cells() -> None:
+    grid = Grid(l=(50, 90, 4), b=(-10, 10, 2), d=(100, 300, 4), ghost_cells=2)
+    fine = grid.refined(2.5)
+    assert fine.shape[1:] == (5, 10)
+    assert fine.n_d - fine.ghost_cells == 10
+    for axis in ("l_edges", "b_edges"):
+        assert getattr(fine, axis)[[0, -1]].tolist() == getattr(grid, axis)[[0, -1]].tolist()
+    assert (fine.d_min, fine.d_max) == (grid.d_min, grid.d_max)

@@ -18,7 +18,12 @@ from dustgp.validation import compare_to_truth
 
 REGION = Grid(l=(60, 80, 40), b=(-5, 5, 20), d=(150, 350, 40), ghost_cells=0)
 TRAIN = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=1)
-SMALL = {"method": "newton", "inducing_points": 80, "length_scale": 20.0, "seed": 3}
+# the paper's likelihood: these tests are about the fitting method, tests/test_likelihood.py about the likelihoods
+SMALL = {
+    "method": "newton", "inducing_points": 80, "length_scale": 20.0, "seed": 3,
+    "likelihood": "gaussian",
+    "error_floor": 0.0,
+}
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ them.
 
 Units follow one rule at this edge: a column with a unit is converted; a column without one is in the
 documented unit (deg, pc, mag, mas) unless ``distance_unit`` states another for the distance columns; a unitless
-distance column that looks like kpc gets a warning. Implausible values (|A| > 30 mag, sigma_A < 1e-6 mag,
+distance column that looks like kpc gets a warning. Implausible values (``|A| > 30`` mag, sigma_A < 1e-6 mag,
 distance > 100 kpc) are bad rows like NaN ones: they are unit or sentinel errors, not measurements.
 
-Distance uncertainties are folded into the extinction uncertainties (METHOD.md §1; Rezaei Kh. et al. 2020,
+Distance uncertainties are folded into the extinction uncertainties (docs: Method §1; Rezaei Kh. et al. 2020,
 Eqs. 1-2):
 
 .. math::
@@ -29,6 +29,8 @@ This module is self-contained: it imports no other dustgp module.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -416,7 +418,7 @@ class Catalog:
     Parameters
     ----------
     l, b : array_like, shape (n,)
-        Galactic longitude and latitude, deg; |b| <= 90. ``l`` is wrapped into [0, 360).
+        Galactic longitude and latitude, deg; ``|b| <= 90``. ``l`` is wrapped into [0, 360).
     distance : array_like, shape (n,)
         Distance, pc, > 0.
     extinction : array_like, shape (n,)
@@ -938,7 +940,7 @@ extinction_err_floor, inflate
 
             \sigma_i^2 = \sigma_{A,i}^2 + \left(\frac{dA}{dd}\Big|_{d_i}\right)^2 \sigma_{d,i}^2
 
-        (METHOD.md §1; Rezaei Kh. et al. 2020, Eqs. 1-2). The inflation always starts from
+        (docs: Method §1; Rezaei Kh. et al. 2020, Eqs. 1-2). The inflation always starts from
         :attr:`extinction_err_observed`, so applying it again replaces, not compounds, an earlier inflation.
 
         Parameters
@@ -1083,9 +1085,10 @@ extinction_err_floor, inflate
 
 def _check_options(on_bad: str, extinction_err_floor: float) -> None:
     if on_bad not in ("raise", "drop"):
-        raise ValueError(f"on_bad: expected 'raise' or 'drop', got {on_bad!r}")
-    if not (np.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
-        raise ValueError(f"extinction_err_floor: expected a finite value >= 0 mag, got {extinction_err_floor}")
+        raise CatalogError(f"on_bad: expected 'raise' or 'drop', got {on_bad!r}")
+    number = isinstance(extinction_err_floor, numbers.Real) and not isinstance(extinction_err_floor, bool)
+    if not (number and math.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
+        raise CatalogError(f"extinction_err_floor: expected a finite value >= 0 mag, got {extinction_err_floor!r}")
 
 
 def _sigma_from(spec: _Col | tuple[_Col, _Col], problems: list[_Problem], what: str) -> tuple[str, np.ndarray]:

@@ -7,7 +7,9 @@ message names the file, the table, the key and what was expected.
 
 The keys of ``[fit]`` are the fields of :class:`~dustgp.fitting.FitConfig`, those of ``[catalog]`` the options of
 :meth:`~dustgp.catalog.Catalog.read` (plus ``path`` and ``max_distance``), those of ``[simulate]`` the options of
-:func:`~dustgp.simulate.simulate`; their types are read from the annotations, so the checks follow the code.
+:func:`~dustgp.simulate.simulate`; their types are read from the annotations, so the checks follow the code. With
+``source = "gaia-dr3"``, ``[catalog]`` fetches Gaia DR3 stars for the region of ``[grid]`` and its keys are the options
+of :func:`~dustgp.gaia.catalog_for_grid` (``path``, ``cache``, padding, ``cuts = {...}``, ...).
 
 Example
 -------
@@ -47,6 +49,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .catalog import Catalog
 from .fitting import FitConfig
+from .gaia import GaiaCuts, Region, catalog_for_grid, cut_keys, sky_chunks
 from .grid import Grid
 from .simulate import simulate
 
@@ -104,9 +107,24 @@ def fit_keys() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(FitConfig) if f.init}
 
 
+#: Where ``[catalog]`` stars come from: a table file (the default) or the Gaia DR3 archive (:mod:`dustgp.gaia`).
+CATALOG_SOURCES = Literal["file", "gaia-dr3"]
+
+
 def catalog_keys() -> dict[str, Any]:
     """The keys of ``[catalog]``: the options of :meth:`Catalog.read`, ``path`` and ``max_distance``."""
-    return {"path": str, "max_distance": float} | _signature_keys(Catalog.read, {"cls", "path"})
+    return {"source": CATALOG_SOURCES, "path": str, "max_distance": float} | _signature_keys(
+        Catalog.read, {"cls", "path"}
+    )
+
+
+def gaia_catalog_keys() -> dict[str, Any]:
+    """The keys of ``[catalog]`` with ``source = "gaia-dr3"``: the options of :func:`dustgp.gaia.catalog_for_grid`.
+
+    The region comes from ``[grid]``; ``cuts`` is a table of :class:`dustgp.gaia.GaiaCuts` fields.
+    """
+    keys = _signature_keys(catalog_for_grid, {"grid", "progress", "service"})
+    return {"source": CATALOG_SOURCES, "max_distance": float} | keys | {"cuts": cut_keys()}
 
 
 def simulate_keys() -> dict[str, Any]:
@@ -360,7 +378,23 @@ def load_config(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None
         raise ConfigError(f"{path}: [fit] {exc}") from None
 
     catalog = simulate_options = None
-    if "catalog" in raw:
+    source = raw["catalog"].get("source", "file") if isinstance(raw.get("catalog"), dict) else "file"
+    if not _conforms(source, CATALOG_SOURCES):  # first: it decides which keys are known
+        raise ConfigError(f"{path}: [catalog] source: expected {_expected(CATALOG_SOURCES)}, got {source!r}")
+    if source == "gaia-dr3":
+        catalog = _check_table(path, "catalog", raw["catalog"], gaia_catalog_keys())
+        for key in ("path", "cache"):
+            if key in catalog:
+                catalog[key] = str((path.parent / Path(catalog[key]).expanduser()).resolve())
+        catalog.setdefault("cache", str((path.parent / "gaia-cache").resolve()))
+        _check_range(path, "catalog", catalog, "retries", lambda v: v >= 0, "an integer >= 0")
+        try:  # the region, its chunks and the cuts now, not after a fetch
+            GaiaCuts.from_dict(catalog.get("cuts"))
+            padding = {k: catalog[k] for k in ("padding_deg", "padding_fraction") if k in catalog}
+            sky_chunks(Region.from_grid(grid, **padding), chunk_deg=catalog.get("chunk_deg", 5.0))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [catalog] {exc}") from None
+    elif "catalog" in raw:
         catalog = _check_table(path, "catalog", raw["catalog"], catalog_keys())
         if "path" not in catalog:
             raise ConfigError(f"{path}: [catalog] needs path = '...'")

@@ -2,13 +2,13 @@
 
 A :class:`DustMap` is what :meth:`dustgp.Fit.predict` returns and what :func:`dustgp.io.read_map` reads back.
 Density (mag/pc) lives in cells; extinction (mag) is integrated from the Sun to each cell's *far* edge, sample by
-sample (percentiles of integrated samples, never integrals of percentiles, METHOD.md §6). Arrays are ordered
+sample (percentiles of integrated samples, never integrals of percentiles, docs: Method §6). Arrays are ordered
 ``(distance, b, l)``; ghost cells are the first ``grid.ghost_cells`` distance cells.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,45 @@ import numpy as np
 
 from .grid import Grid
 
-__all__ = ["DustMap"]
+__all__ = ["DEFAULT_KEEP_SAMPLES", "DustMap", "keep_samples_for", "register_product"]
 
 DEFAULT_PERCENTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
+
+#: Joint posterior samples a map keeps unless told otherwise, so that ``query(mode="samples")`` and
+#: ``"random_sample"`` work on any map (as many as Edenhofer et al. 2023 publish, a modest count next to the 200
+#: drawn for the summaries). Cost: one float32 per cell per sample, 4 bytes uncompressed; in NetCDF (zlib) about
+#: 3.4 bytes on the demo map, so 12 samples add about 44 MB to a 100 × 100 × 107-cell map (the summaries take
+#: about 56 MB).
+DEFAULT_KEEP_SAMPLES = 12
+
+
+def keep_samples_for(keep_samples: int | None, samples: int) -> int:
+    """Samples to keep: ``keep_samples``, or :data:`DEFAULT_KEEP_SAMPLES` (at most ``samples``) when ``None``."""
+    return min(DEFAULT_KEEP_SAMPLES, samples) if keep_samples is None else int(keep_samples)
+
+#: What a map does that lives in the products layer, registered there on import: ``"query"`` (a
+#: :class:`dustgp.query.DustMapQuery` from a map), ``"write"`` and ``"read"`` (:func:`dustgp.io.write_map`,
+#: :func:`dustgp.io.read_map`). The record imports nothing above the grid; the package root imports both
+#: modules, so the hooks are in place whenever ``dustgp`` is (as astropy's ``Table.read``/``write`` registry).
+_PRODUCTS: dict[str, Callable[..., Any]] = {}
+
+
+def register_product(name: str, function: Callable[..., Any]) -> None:
+    """Register the function behind :meth:`DustMap.query` (``"query"``), :meth:`~DustMap.save` (``"write"``)
+    or :meth:`~DustMap.load` (``"read"``)."""
+    if name not in ("query", "write", "read"):
+        raise ValueError(f"name: expected 'query', 'write' or 'read', got {name!r}")
+    _PRODUCTS[name] = function
+
+
+def _product(name: str) -> Callable[..., Any]:
+    try:
+        return _PRODUCTS[name]
+    except KeyError:
+        raise RuntimeError(
+            f"no {name!r} function is registered for DustMap; import dustgp (which imports dustgp.io and "
+            "dustgp.query) before using a map's methods"
+        ) from None
 
 
 @dataclass(eq=False)
@@ -43,6 +79,13 @@ class DustMap:
         Joint posterior samples of the density, mag/pc, when kept (``keep_samples`` in prediction).
     meta : dict
         Provenance: package version, configuration, seed, hyperparameters (all JSON-serialisable).
+    coverage : numpy.ndarray of bool or None, shape (n_d, n_b, n_l)
+        True in cells the stars constrain; elsewhere (beyond the farthest star of a column, columns without stars,
+        outside the training grid) the map is the prior's, with a band to match
+        (:func:`dustgp.prediction.constrained_cells`). None when unknown.
+    reliable_distance : numpy.ndarray or None, shape (2, n_b, n_l)
+        Nearest and farthest star of each column, pc (NaN without stars), as Bayestar's ``DM_reliable_min`` /
+        ``DM_reliable_max`` behind ``dustmaps``' ``reliable_dist`` flag. None when unknown.
     """
 
     grid: Grid
@@ -55,9 +98,22 @@ class DustMap:
     extinction_percentiles: np.ndarray
     density_samples: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    coverage: np.ndarray | None = None
+    reliable_distance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.percentiles = np.asarray(self.percentiles, dtype=float)
+        if self.coverage is not None:
+            self.coverage = np.asarray(self.coverage, dtype=bool)
+            if self.coverage.shape != self.grid.shape:
+                raise ValueError(f"coverage: expected shape {self.grid.shape}, got {self.coverage.shape}")
+        if self.reliable_distance is not None:
+            self.reliable_distance = np.asarray(self.reliable_distance, dtype=float)
+            expected_reliable = (2, self.grid.n_b, self.grid.n_l)
+            if self.reliable_distance.shape != expected_reliable:
+                raise ValueError(
+                    f"reliable_distance: expected shape {expected_reliable}, got {self.reliable_distance.shape}"
+                )
         for name in ("density_mean", "density_std", "extinction_mean", "extinction_std"):
             if getattr(self, name).shape != self.grid.shape:
                 raise ValueError(f"{name}: expected shape {self.grid.shape}, got {getattr(self, name).shape}")
@@ -133,8 +189,6 @@ class DustMap:
     # ----- queries with the dustmaps conventions (dustgp.query) and files (dustgp.io) --------------------
     def _query_engine(self) -> Any:
         """A :class:`dustgp.query.DustMapQuery`, kept while the map's arrays stay the same objects."""
-        from .query import DustMapQuery
-
         arrays = (
             self.grid,
             self.percentiles,
@@ -148,7 +202,7 @@ class DustMap:
         )
         cached = self.__dict__.get("_query_cache")
         if cached is None or any(a is not b for a, b in zip(cached[0], arrays, strict=True)):
-            cached = (arrays, DustMapQuery(self))
+            cached = (arrays, _product("query")(self))
             self.__dict__["_query_cache"] = cached
         return cached[1]
 
@@ -187,16 +241,12 @@ class DustMap:
 
     def save(self, path: Any, **kwargs: Any) -> Any:
         """Write the map, format from the name (``.nc``, ``.fits``); see :func:`dustgp.io.write_map`."""
-        from .io import write_map
-
-        return write_map(self, path, **kwargs)
+        return _product("write")(self, path, **kwargs)
 
     @classmethod
     def load(cls, path: Any) -> DustMap:
         """Read a map written by :meth:`save` (NetCDF or FITS cube); see :func:`dustgp.io.read_map`."""
-        from .io import read_map
-
-        dmap = read_map(path)
+        dmap = _product("read")(path)
         if not isinstance(dmap, cls):
             raise TypeError(f"{path}: holds a {type(dmap).__name__}, not a DustMap; use dustgp.io.read_map")
         return dmap

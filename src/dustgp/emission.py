@@ -1,7 +1,8 @@
-"""Model extinction compared with a dust-emission map (paper Sect. 8; METHOD.md §8).
+"""Model extinction compared with a dust-emission map (paper Sect. 8; docs: Method §8).
 
-The emission map (Planck tau_353, an 850 µm flux, a dust intensity, ...) is sampled at the centres of the
-map's (l, b) pixels, and the ratio of the model's extinction to the emission is normalised by its median:
+The emission map (Planck tau_353, an 850 µm flux, a dust intensity, ...) is averaged over each of the map's
+(l, b) pixels (or sampled at their centres, see :func:`reproject_to_grid`), and the ratio of the model's
+extinction to the emission is normalised by its median:
 
 .. math:: r(l, b) = \\frac{A(l, b) / E(l, b)}{\\operatorname{median}_{l, b} \\left[ A / E \\right]}
 
@@ -16,6 +17,7 @@ image HDU or an ``(array, WCS)`` pair), or a FITS file name (read by :func:`dust
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +27,11 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+from astropy_healpix import interpolate_bilinear_lonlat, lonlat_to_healpix, nside_to_pixel_resolution
+from scipy.ndimage import map_coordinates
 
+from .io import celestial_wcs
 from .query import extinction_plane
 
 if TYPE_CHECKING:
@@ -192,41 +198,75 @@ def _image_pair(image: np.ndarray, wcs: WCS) -> tuple[np.ndarray, WCS]:
     return image.astype(float, copy=False), celestial
 
 
+#: Sub-samples per map pixel and axis are chosen so that each is at most this fraction of a pixel of the
+#: emission map (HEALPix or image; :func:`reproject_to_grid`, ``method="average"``).
+SUBSAMPLES_PER_HEALPIX_PIXEL = 2.0
+#: Largest number of sub-samples per map pixel and axis (bounds the work for very fine emission maps).
+MAX_SUBSAMPLES = 64
+#: Sub-samples interpolated at once (bounds memory: a few arrays of this many float64).
+SUBSAMPLE_CHUNK = 2_000_000
+
+
 def reproject_to_grid(
-    emission: Any, grid: Grid, *, method: Literal["bilinear", "nearest"] = "bilinear", field: int | str = 0
+    emission: Any,
+    grid: Grid,
+    *,
+    method: Literal["average", "bilinear", "nearest"] = "average",
+    field: int | str = 0,
 ) -> np.ndarray:
-    """Sample an emission map at the centres of a grid's (b, l) pixels.
+    """The emission map on a grid's (b, l) pixels: averaged over each pixel, or sampled at its centre.
 
     Parameters
     ----------
     emission
         Any input accepted by :func:`emission_ratio`.
     grid : Grid
-    method : {"bilinear", "nearest"}
-        HEALPix: bilinear interpolation between the four nearest pixel centres
-        (``astropy_healpix.interpolate_bilinear_lonlat``) or the pixel holding the point. Image: bilinear
-        (``scipy.ndimage.map_coordinates``, order 1) or nearest pixel.
+        A grid with uniform l and b spacing for ``method="average"`` (any grid for the point samples).
+    method : {"average", "bilinear", "nearest"}
+        ``"average"`` (default): the mean of the emission over each map pixel, weighted by solid angle. The
+        emission map is interpolated bilinearly with astropy's ``reproject`` package (the ``emission`` extra;
+        ``reproject_from_healpix`` for HEALPix, ``reproject_interp`` for an image with any celestial WCS) at
+        k × k sub-pixels of each map pixel, k chosen so that a sub-pixel is at most half a pixel of the
+        emission map (at most :data:`MAX_SUBSAMPLES`), and the sub-pixels are averaged with their exact solid
+        angles. A map pixel with any sub-pixel outside the emission map or without data is NaN.
+        ``"bilinear"`` / ``"nearest"``: point samples at the pixel centres (HEALPix:
+        ``astropy_healpix.interpolate_bilinear_lonlat`` or the pixel holding the point; image:
+        ``scipy.ndimage.map_coordinates`` of order 1, or the nearest pixel). Right only when the emission map
+        is already as coarse as the grid.
     field : int or str
         Column of a HEALPix table (see :func:`healpix_from_hdu`).
 
     Returns
     -------
     numpy.ndarray, shape (n_b, n_l)
-        Point samples at the pixel centres (no averaging over the map pixel: smooth a much finer emission map
-        to the map's resolution first); NaN outside the emission map or where it has no data.
+        In the emission map's units; NaN outside the emission map or where it has no data.
+
+    Raises
+    ------
+    ImportError
+        ``method="average"`` without the ``reproject`` package.
+    ValueError
+        ``method="average"`` on a grid with non-uniform l or b spacing, or an unknown method.
+
+    Notes
+    -----
+    Planck dust maps come at 5′ resolution on HEALPix nside 2048 (pixels of 1.7′), while a map pixel is
+    typically 10′-60′: point samples at pixel centres then see 5′ of the sky and alias its small-scale
+    structure; the pixel average compares like with like, the extinction of a pixel being itself the average
+    of its sightlines.
     """
     sky = _as_emission(emission, field)
+    if method == "average":
+        return _average_healpix(sky, grid) if isinstance(sky, HealpixSky) else _average_image(sky, grid)
+    if method not in ("bilinear", "nearest"):
+        raise ValueError(f"method: expected 'average', 'bilinear' or 'nearest', got {method!r}")
     b, l = np.meshgrid(grid.b_centers, grid.l_centers, indexing="ij")
     coords = SkyCoord(l=l * u.deg, b=b * u.deg, frame="galactic")
     if isinstance(sky, HealpixSky):
         native = coords if sky.frame == "galactic" else coords.transform_to(sky.frame)
         sph = native.spherical
         if method == "bilinear":
-            from astropy_healpix import interpolate_bilinear_lonlat
-
             return np.asarray(interpolate_bilinear_lonlat(sph.lon, sph.lat, sky.values, order=sky.order))
-        from astropy_healpix import lonlat_to_healpix
-
         return sky.values[lonlat_to_healpix(sph.lon, sph.lat, sky.nside, order=sky.order)]
     image, wcs = sky
     x, y = wcs.world_to_pixel(coords)
@@ -235,12 +275,90 @@ def reproject_to_grid(
     # points within the outer half pixel are sampled at the edge pixel rather than lost to the boundary
     xc, yc = np.clip(np.nan_to_num(x), 0, nx - 1), np.clip(np.nan_to_num(y), 0, ny - 1)
     if method == "bilinear":
-        from scipy.ndimage import map_coordinates
-
         values = map_coordinates(image, [yc.ravel(), xc.ravel()], order=1, mode="nearest").reshape(x.shape)
     else:
         values = image[np.rint(yc).astype(int), np.rint(xc).astype(int)]
     return np.where(inside, values, np.nan)
+
+
+def _reproject() -> Any:
+    try:
+        import reproject
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "method='average' needs the reproject package: pip install 'dustgp[emission]' (or pass "
+            "method='bilinear' to sample the emission map at pixel centres)"
+        ) from None
+    return reproject
+
+
+def _grid_wcs(grid: Grid, k: int = 1) -> WCS:
+    """The grid's Galactic CAR WCS (l increasing to the left), its pixels split k × k (k = 1: the grid's own)."""
+    wcs = celestial_wcs(grid)  # uniform spacing is checked there
+    if k == 1:
+        return wcs
+    fine = wcs.deepcopy()
+    fine.wcs.cdelt = wcs.wcs.cdelt / k
+    # coarse 0-based pixel x covers fine pixels k x .. k x + k - 1, whose middle is fine coordinate k x + (k-1)/2
+    fine.wcs.crpix = k * (wcs.wcs.crpix - 1.0) + (k - 1) / 2.0 + 1.0
+    fine.wcs.set()
+    fine.pixel_shape = (grid.n_l * k, grid.n_b * k)
+    return fine
+
+
+def _subsamples(resolution_deg: float, grid: Grid) -> int:
+    """Sub-pixels per map pixel and axis: each at most 1/SUBSAMPLES_PER_HEALPIX_PIXEL of the input's pixel."""
+    step = max(float(np.abs(np.diff(grid.l_edges)).max()), float(np.abs(np.diff(grid.b_edges)).max()))
+    return int(min(MAX_SUBSAMPLES, max(1, math.ceil(SUBSAMPLES_PER_HEALPIX_PIXEL * step / resolution_deg))))
+
+
+def _average_image(sky: tuple[np.ndarray, WCS], grid: Grid) -> np.ndarray:
+    image, wcs = sky
+    resolution = float(np.min(proj_plane_pixel_scales(wcs)))  # deg per image pixel (CUNIT deg)
+
+    def interpolate(part: WCS, shape: tuple[int, int]) -> np.ndarray:
+        values, _ = _reproject().reproject_interp((image, wcs), part, shape_out=shape, order="bilinear")
+        return values
+
+    return _block_average(interpolate, grid, _subsamples(resolution, grid))
+
+
+def _average_healpix(sky: HealpixSky, grid: Grid) -> np.ndarray:
+    resolution = float(nside_to_pixel_resolution(sky.nside).to_value(u.deg))
+
+    def interpolate(part: WCS, shape: tuple[int, int]) -> np.ndarray:
+        values, _ = _reproject().reproject_from_healpix(
+            (sky.values, sky.frame), part, shape_out=shape, nested=sky.order == "nested", order="bilinear"
+        )
+        return values
+
+    return _block_average(interpolate, grid, _subsamples(resolution, grid))
+
+
+def _block_average(interpolate: Any, grid: Grid, k: int) -> np.ndarray:
+    """Solid-angle-weighted mean of k × k interpolated sub-pixels per map pixel, in chunks of map rows.
+
+    .. math:: \\bar E_{ij} = \\sum_{s, t} w_s \\, E(l_{it}, b_{js}) / k, \\qquad
+              w_s \\propto \\sin b_{js}^{+} - \\sin b_{js}^{-}, \\quad \\sum_s w_s = 1,
+
+    the midpoint rule for :math:`\\iint E \\cos b \\, db \\, dl / \\iint \\cos b \\, db \\, dl` over the pixel
+    (the solid angle of a sub-pixel row is exact). A NaN sub-pixel (no data, outside the input) makes its
+    pixel NaN.
+    """
+    fine = _grid_wcs(grid, k)
+    n_b, n_l = grid.n_b, grid.n_l
+    b_fine = np.linspace(grid.b_edges[0], grid.b_edges[-1], n_b * k + 1)
+    weight = np.diff(np.sin(np.deg2rad(b_fine))).reshape(n_b, k)
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    out = np.empty((n_b, n_l))
+    rows_per_chunk = max(1, SUBSAMPLE_CHUNK // (k * k * n_l))
+    for start in range(0, n_b, rows_per_chunk):
+        stop = min(n_b, start + rows_per_chunk)
+        values = interpolate(fine.slice((slice(start * k, stop * k), slice(None))), ((stop - start) * k, n_l * k))
+        # (rows, k, n_l, k); the WCS has l increasing to the left, the grid's arrays to the right
+        blocks = np.asarray(values, dtype=float).reshape(stop - start, k, n_l, k)[:, :, ::-1, :]
+        out[start:stop] = np.einsum("rsjt,rs->rj", blocks, weight[start:stop]) / k
+    return out
 
 
 def emission_ratio(
@@ -249,7 +367,7 @@ def emission_ratio(
     *,
     distance: float | u.Quantity | None = None,
     mode: str = "mean",
-    method: Literal["bilinear", "nearest"] = "bilinear",
+    method: Literal["average", "bilinear", "nearest"] = "average",
     field: int | str = 0,
 ) -> EmissionRatio:
     """Ratio of the model's extinction to a dust-emission map, normalised by its median (paper Sect. 8).
@@ -266,8 +384,9 @@ def emission_ratio(
         extinction).
     mode : {"mean", "median"}
         Which posterior summary of the extinction.
-    method : {"bilinear", "nearest"}
-        Resampling of the emission map, see :func:`reproject_to_grid`.
+    method : {"average", "bilinear", "nearest"}
+        Resampling of the emission map, see :func:`reproject_to_grid`: the average over each map pixel
+        (default; needs the ``reproject`` package), or a point sample at its centre.
     field : int or str
         Column of a HEALPix table.
 

@@ -4,20 +4,19 @@ Two methods share the data preparation, the model, checkpoints, progress and Ctr
 default, ``method="newton"``, maximises the ELBO in closed form with second-order steps (:mod:`dustgp.newton`). The
 paper's own scheme, ``method="svi"``, is described below.
 
-With ``method="svi"`` the ELBO (METHOD.md §5, paper Eqs. 3-5) is estimated with Pyro's ``TraceMeanField_ELBO``:
+With ``method="svi"`` the ELBO (docs: Method §5, paper Eqs. 3-5) is estimated with Pyro's ``TraceMeanField_ELBO``:
 32 Monte Carlo draws of the whitened inducing values, vectorised in one batch, each projected jointly onto the
 training cells (:mod:`dustgp.model`), and the KL term in closed form. The likelihood of all stars enters through
 the sufficient statistics of :class:`~dustgp.sightlines.GaussianStatistics`, so an iteration costs the same for
 10⁴ or 10⁶ stars.
 
 Stopping. The paper stops when the ELBO varies by less than 1% over 10 iterations (``stop="elbo"``). On the
-Section 3 problem that fires after ~120 iterations while the map keeps improving for 1000+ (METHOD.md §10), so
+Section 3 problem that fires after ~120 iterations while the map keeps improving for 1000+ (docs: Design notes), so
 the default (``stop="map"``) watches the map itself: every ``check_every`` iterations it evaluates the posterior
 mean density on the training cells and stops once the 90th percentile of ``|rho_now / rho_then - 1|`` over the
 last ``window`` iterations has stayed below ``tol`` for ``patience`` checks in a row. With constant learning
-rates that change levels off at ~1.5-2.5% (Monte Carlo noise) while the map still improves: on the Section 3
-problem (one run, seed 1) the median / q90 density error was 4.3% / 15.6% at 875 iterations, where tol = 0.03
-fired, 4.0% / 13.5% at 1300 and 3.6% / 12.7% at 1800. The default tol = 0.02 fired at 1475 (4.0% / 12.8%).
+rates that change levels off at the Monte Carlo noise (a few per cent) while the map still improves; how the
+errors at which each ``tol`` fires were measured is in the docs (Design notes, "Stopping").
 
 AdamW: weight decay pulls parameters toward zero; on the inducing locations that means toward the Sun, so decay
 applies to the variational parameters only (and is 0 by default).
@@ -44,16 +43,22 @@ import numpy as np
 import pyro
 import pyro.distributions as pdist
 import torch
+from astropy.table import Table
 from pyro.infer import SVI, TraceMeanField_ELBO
+from scipy import stats as scipy_stats
 from torch.distributions.kl import register_kl
 from tqdm.auto import tqdm
 
 from . import newton
+from ._atomic import atomic_path
+from ._version import __version__
 from .catalog import Catalog
+from .distances import lognormal_nodes
 from .grid import Grid, lbd_to_xyz
-from .io import atomic_path
 from .kernels import Workspace
+from .likelihood import DISTANCE_TREATMENTS, NOISE_MODELS, StarLikelihood, StarNodes
 from .model import DustGP
+from .prediction import predict
 from .sightlines import GaussianStatistics, Sightlines
 
 __all__ = ["Fit", "FitConfig", "FitError", "fit", "load_fit"]
@@ -113,9 +118,9 @@ class FitConfig:
     stop : {"map", "elbo", "none"}
         Stop rule: the map has converged (default); the paper's ELBO rule; or run ``max_iterations``.
     tol, window, check_every, patience : float, int, int, int
-        Map rule: stop when q90 |rho_now/rho_{window iterations ago} - 1| < ``tol`` at ``patience`` checks in a row.
+        Map rule: stop when q90 ``|rho_now/rho_{window iterations ago} - 1|`` < ``tol`` at ``patience`` checks in a row.
     elbo_tol, elbo_window : float, int
-        Paper's rule: stop when (max - min) / |mean| of the last ``elbo_window`` ELBO values < ``elbo_tol``.
+        Paper's rule: stop when ``(max - min) / |mean|`` of the last ``elbo_window`` ELBO values < ``elbo_tol``.
     min_iterations : int
         No stop rule fires before this many iterations (SVI).
     step_tol : float
@@ -123,6 +128,28 @@ class FitConfig:
         the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
     warmup : int
         ``"newton"``: steps of q alone before the hyperparameters move.
+    likelihood : {"mixture", "student-t", "gaussian"}
+        Noise model of the stars' extinctions (:mod:`dustgp.likelihood`): a Gaussian plus an outlier population
+        of learned fraction (default; each star's outlier probability is reported after the fit), a Student-t of
+        ``nu`` degrees of freedom, or the paper's Gaussian.
+    nu : float
+        Degrees of freedom of the Student-t.
+    outlier_fraction : float
+        Outlier fraction ε of the mixture: its starting value, or its value when not learned.
+    learn_outlier_fraction : bool
+        ``"newton"``: learn ε (an EM update per step). SVI keeps it fixed.
+    distance_uncertainty : {"auto", "quadrature", "moment", "inflate", "none"}
+        How the catalogue's distance uncertainties enter: averaged over each star's log-normal distance
+        posterior on ``distance_nodes`` quadrature nodes (``"quadrature"``); one node with the model's own slope
+        added to the variance (``"moment"``, newton only); the catalogue's neighbour-based inflation of sigma_A
+        (``"inflate"``); or ignored (``"none"``). ``"auto"``: quadrature when the catalogue has distance
+        uncertainties, otherwise none.
+    distance_nodes : int
+        Quadrature nodes K per star.
+    error_floor : float
+        Added in quadrature to every extinction uncertainty, mag: ``sqrt(sigma² + floor²)``. No photometric
+        extinction is known to better than ~0.01 mag (calibration and extinction-law systematics), and a star
+        quoted at 1e-4 mag otherwise pins its neighbourhood and stiffens the fit.
     dtype : {"float32", "float64"}
     device : str
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -140,9 +167,8 @@ class FitConfig:
     L_q starts at 0.05·I: with 10⁴-10⁶ stars the posterior is far narrower than the prior, and starting at the
     prior (S = I) makes the first iterations dominated by rare huge samples of 10^phi. The diagonal is learned as
     log diag(L_q) at ``lr``: only M entries, each moving by a factor, not by a fixed amount. With the small rate
-    there too, the posterior scales were still growing from 0.05 when the map rule fired; on the Section 3
-    problem (fit seeds 1 and 2) the log diagonal raised the band's coverage of the truth from 52.7% and 54.4%
-    to 56.4% and 57.2%, and lowered the median density error from 3.95% and 3.78% to 3.63% and 3.63%.
+    there too, the posterior scales were still growing from 0.05 when the map rule fired (the measurements behind
+    these choices are in the docs, Design notes, "SVI learning rates").
     """
 
     method: str = "newton"
@@ -170,6 +196,13 @@ class FitConfig:
     min_iterations: int = 20
     step_tol: float = 2e-3
     warmup: int = 2
+    likelihood: str = "mixture"
+    nu: float = 4.0
+    outlier_fraction: float = 0.02
+    learn_outlier_fraction: bool = True
+    distance_uncertainty: str = "auto"
+    distance_nodes: int = 8
+    error_floor: float = 0.01
     dtype: str = "float32"
     device: str = "cpu"
     seed: int = 0
@@ -182,6 +215,18 @@ class FitConfig:
             self.max_iterations = DEFAULT_MAX_ITERATIONS[self.method]
         if self.stop not in STOP_RULES:
             raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
+        if self.likelihood not in NOISE_MODELS:
+            raise ValueError(f"likelihood: expected one of {NOISE_MODELS}, got {self.likelihood!r}")
+        if self.distance_uncertainty not in DISTANCE_TREATMENTS:
+            raise ValueError(
+                f"distance_uncertainty: expected one of {DISTANCE_TREATMENTS}, got {self.distance_uncertainty!r}"
+            )
+        if not (math.isfinite(self.nu) and self.nu > 0):
+            raise ValueError(f"nu: expected a positive number of degrees of freedom, got {self.nu!r}")
+        if not 1e-4 <= self.outlier_fraction <= 0.5:
+            raise ValueError(f"outlier_fraction: expected a fraction in [1e-4, 0.5], got {self.outlier_fraction!r}")
+        if not (math.isfinite(self.error_floor) and self.error_floor >= 0):
+            raise ValueError(f"error_floor: expected a non-negative uncertainty in mag, got {self.error_floor!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         names = (
@@ -192,6 +237,7 @@ class FitConfig:
             "check_every",
             "patience",
             "checkpoint_every",
+            "distance_nodes",
         )
         for name in names:
             if int(getattr(self, name)) < 1:
@@ -240,8 +286,15 @@ def _kl_to_whitened_prior(q: pdist.MultivariateNormal, p: _WhitenedPrior) -> tor
 class _Elbo:
     """Pyro model and guide for one fit; tensors live on the fit's device and dtype."""
 
-    def __init__(self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid) -> None:
-        self.gp, self.cells, self.stats = gp, cells, stats
+    def __init__(
+        self,
+        gp: DustGP,
+        cells: torch.Tensor,
+        stats: GaussianStatistics,
+        grid: Grid,
+        likelihood: StarLikelihood | None = None,
+    ) -> None:
+        self.gp, self.cells, self.stats, self.likelihood = gp, cells, stats, likelihood
         self.shape = (grid.n_d, grid.n_columns)
         self.workspace = Workspace()
 
@@ -251,13 +304,24 @@ class _Elbo:
         prior = _WhitenedPrior(pdist.Normal(torch.zeros_like(m), torch.ones_like(m)), 1)
         v = pyro.sample("v", prior)
         weights = self.gp.whitened_weights(v.reshape(-1, m.shape[0]))
-        density = torch.pow(10.0, self.gp.phi(self.cells, weights, self.workspace)).reshape(-1, *self.shape)
-        pyro.factor("stars", self.stats.log_likelihood(density).reshape(v.shape[:-1]))
+        density = torch.pow(10.0, self.gp.phi(self.cells, weights, self.workspace))
+        if self.likelihood is None:  # Gaussian, one node per star: the sufficient statistics
+            log_l = self.stats.log_likelihood(density.reshape(-1, *self.shape))
+        else:
+            log_l = self.likelihood.log_likelihood(density.reshape(-1, density.shape[-1])).to(density.dtype)
+        pyro.factor("stars", log_l.reshape(v.shape[:-1]))
 
     def guide(self) -> None:
         pyro.module("dustgp", self.gp)
         q = pdist.MultivariateNormal(self.gp.variational_mean, scale_tril=self.gp.variational_scale_tril())
         pyro.sample("v", q)
+
+    @torch.no_grad()
+    def sample_density(self, n: int) -> torch.Tensor:
+        """``n`` joint draws of the density on the training cells from q, mag/pc, shape ``(n, n_cells)``."""
+        q = pdist.MultivariateNormal(self.gp.variational_mean, scale_tril=self.gp.variational_scale_tril())
+        weights = self.gp.whitened_weights(q.sample((n,)))
+        return torch.pow(10.0, self.gp.phi(self.cells, weights, self.workspace))
 
     @torch.no_grad()
     def mean_log_density(self) -> torch.Tensor:
@@ -366,6 +430,19 @@ class Fit:
         or was interrupted, whose map may still change.
     data_fingerprint : str
         :func:`data_fingerprint` of the stars and grid fitted (checked when a checkpoint is resumed).
+    learned : bool
+        False when neither the hyperparameters nor the mean of q(v) moved from their initial values in any
+        iteration: the map is the prior's, whatever ``stopped_by`` says (a warning says so too).
+    star_distances : numpy.ndarray or None, shape (2, n_b, n_l)
+        Distance of the nearest and of the farthest star used in each column of the training grid, pc; NaN in
+        columns without stars. Prediction marks cells beyond the farthest star, or in columns without stars, as
+        not constrained by the data (:func:`dustgp.prediction.constrained_cells`). None for checkpoints written
+        before it was recorded.
+    likelihood : StarLikelihood or None
+        The stars' likelihood as fitted (its learned outlier fraction, latent posteriors); None when loaded.
+    star_checks : astropy.table.Table or None
+        Posterior predictive checks per star used (:meth:`posterior_predictive`); None when loaded from a
+        checkpoint.
     """
 
     model: DustGP
@@ -379,6 +456,37 @@ class Fit:
     stars: dict[str, int] = field(default_factory=dict)
     converged: bool = False
     data_fingerprint: str = ""
+    learned: bool = True
+    star_distances: np.ndarray | None = None
+    likelihood: StarLikelihood | None = field(default=None, repr=False)
+    star_checks: Table | None = field(default=None, repr=False)
+
+    def posterior_predictive(self) -> dict[str, Any]:
+        """Summary of the posterior predictive checks: are the stars' extinctions what the fitted map predicts?
+
+        ``inside_16_84`` is the share of stars whose observation lies inside its predictive 16-84% interval (0.68
+        for a calibrated model); ``residual_quantiles`` the 16/50/84th percentiles of the normalised residuals
+        ``Φ⁻¹(PIT)`` (-1, 0, 1 when calibrated) and ``ks_statistic`` their Kolmogorov-Smirnov distance to N(0, 1);
+        ``flagged`` counts the stars flagged as outliers (outlier probability > 0.5 in the mixture, ``|residual|`` > 3
+        otherwise); ``outlier_fraction`` is the mixture's fitted ε.
+        """
+        if self.star_checks is None:
+            return {}
+        table = self.star_checks
+        pit = np.asarray(table["pit"], dtype=float)
+        ok = np.isfinite(pit)
+        residual = np.asarray(table["normalised_residual"], dtype=float)[ok]
+        like = self.likelihood
+        return {
+            "likelihood": self.config.likelihood,
+            "distance_uncertainty": like.distance_treatment if like is not None else self.config.distance_uncertainty,
+            "n_stars": int(ok.sum()),
+            "inside_16_84": float(np.mean((pit[ok] > 0.16) & (pit[ok] < 0.84))) if ok.any() else float("nan"),
+            "residual_quantiles": np.percentile(residual, [16, 50, 84]).tolist() if ok.any() else [],
+            "ks_statistic": float(scipy_stats.kstest(residual, "norm").statistic) if ok.any() else float("nan"),
+            "flagged": int(np.sum(table["flagged"])),
+            "outlier_fraction": like.outlier_fraction if like is not None and like.noise == "mixture" else None,
+        }
 
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
@@ -390,8 +498,6 @@ class Fit:
 
     def predict(self, grid: Grid | None = None, **options: Any):
         """Posterior map on ``grid`` (default: the training grid refined 2.5×); see :func:`dustgp.predict`."""
-        from .prediction import predict
-
         return predict(self, grid, **options)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -406,7 +512,8 @@ class Fit:
                 f"stars used {self.stars.get('used', 0)}, off grid {self.stars.get('off_grid', 0)}, "
                 f"in ghost cells {self.stars.get('in_ghost_cells', 0)}",
                 f"{self.iterations} {self.config.method} iterations in {self.seconds:.1f} s, stopped by "
-                f"{self.stopped_by} ({'converged' if self.converged else 'NOT converged'}); "
+                f"{self.stopped_by} ({'converged' if self.converged else 'NOT converged'}"
+                f"{'' if self.learned else '; LEARNED NOTHING: hyperparameters and q(v) at their initial values'}); "
                 f"final -ELBO {self.losses[-1]:.6g}"
                 if self.losses.size
                 else "no iterations",
@@ -457,7 +564,7 @@ def fit(
         ``length_scale=20``, ``seed=1``, ``method="svi"``) override it.
     checkpoint : path, optional
         Write a checkpoint here every ``checkpoint_every`` iterations, at the end and on Ctrl-C or SIGTERM
-        (atomically).
+        (atomically; a signal ends the step under way first, a second one stops at once).
     resume : path, optional
         Continue from this checkpoint (its model, optimiser and random state; ``options`` may raise
         ``max_iterations``, change the stop rule or set new learning rates).
@@ -506,15 +613,23 @@ def fit(
     if len(sightlines) == 0:
         raise FitError(f"no star of the catalogue ({len(catalog)} stars) lies on the grid {grid!r}")
     used = sightlines.star_index
+    if not newton and config.dtype == "float32":
+        # the uncertainties the likelihood sees: the error floor added in quadrature
+        too_fine = _beyond_float32(catalog.extinction[used], np.hypot(catalog.extinction_err[used], config.error_floor))
+        if too_fine:
+            logger.warning("%s: this fit computes in float64 (dtype='float64')", too_fine)
+            config = dataclasses.replace(config, dtype="float64")
+            dtype = torch.float64
     fingerprint = data_fingerprint(catalog.select(used), grid)
     if previous and previous.get("data_fingerprint", fingerprint) != fingerprint:
         raise FitError(
             f"checkpoint {resume} was fitted to other stars or another grid (its data fingerprint differs): "
             "resume with the catalogue and grid it was made with, or start a new fit"
         )
-    stats = GaussianStatistics.from_stars(
-        sightlines, catalog.extinction[used], catalog.extinction_err[used], dtype=torch.float64
-    ).to(dtype=dtype, device=device)
+    likelihood = _star_likelihood(catalog.select(used), sightlines, config, dtype=dtype, device=device)
+    if previous and "likelihood" in previous:
+        likelihood.outlier_fraction = float(previous["likelihood"]["outlier_fraction"])
+    stats = likelihood.statistics()
     cells_pc = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype, device=device)
 
     rng = np.random.default_rng(config.seed)
@@ -543,10 +658,12 @@ def fit(
     gp = gp.to(device)
     cells = cells_pc / gp.length_unit
     runner: _Runner = (
-        _NewtonRunner(gp, cells, stats, grid, config)
+        _NewtonRunner(gp, cells, stats, grid, config, likelihood)
         if newton
-        else _SviRunner(gp, cells, stats, grid, config, previous)
+        else _SviRunner(gp, cells, stats, grid, config, previous, likelihood)
     )
+    if previous and isinstance(runner, _NewtonRunner):
+        runner.restore(previous["optimizer"])
 
     losses: list[float] = list(previous["losses"].tolist()) if previous else []
     changes: list[tuple[int, float]] = [tuple(r) for r in previous["map_changes"].tolist()] if previous else []
@@ -555,6 +672,10 @@ def fit(
     stopped_by = "max_iterations"
     result = Fit(gp, grid, config, np.empty(0), np.empty((0, 2)), 0, "", 0.0, stars)
     result.data_fingerprint = fingerprint
+    result.likelihood = likelihood
+    result.star_distances = _star_distances(sightlines, catalog.distance[used], grid)
+    initial = _parameter_values(gp)
+    learned_before = bool(previous and previous.get("learned", True) and start_iteration > 0)
 
     def snapshot(state: str) -> Fit:
         runner.store()
@@ -564,6 +685,7 @@ def fit(
         result.stopped_by = state
         result.converged = state in CONVERGED
         result.seconds = seconds + (time.perf_counter() - started)
+        result.learned = learned_before or _moved(initial, gp)
         return result
 
     def save(state: str) -> None:
@@ -582,10 +704,10 @@ def fit(
         dynamic_ncols=True,
     )
     gp.train()
-    terminated = _TerminationAsInterrupt()
+    signals = _StopAtStepEnd()
     # Pyro's argument validation re-checks the M × M scale_tril at every step, which costs time; the model
     # builds valid distributions by construction and a non-finite loss is caught below.
-    with pyro.validation_enabled(False), terminated:
+    with pyro.validation_enabled(False), signals:
         try:
             for iteration in range(start_iteration + 1, config.max_iterations + 1):
                 loss, change, stop = runner.step(iteration, losses)
@@ -603,8 +725,17 @@ def fit(
                 if stop is not None and (newton or iteration >= min(config.min_iterations, config.max_iterations)):
                     stopped_by = stop
                     break
+                if signals.requested is not None:
+                    stopped_by = signals.requested
+                    logger.warning(
+                        "%s at iteration %d; %s",
+                        stopped_by,
+                        len(losses),
+                        f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint path was given",
+                    )
+                    break
         except KeyboardInterrupt:
-            stopped_by = "terminated" if terminated.received else "interrupted"
+            stopped_by = signals.requested or "interrupted"
             logger.warning(
                 "%s at iteration %d; %s",
                 stopped_by,
@@ -616,6 +747,7 @@ def fit(
     gp.eval()
     save(stopped_by)
     result = snapshot(stopped_by)
+    result.star_checks = _star_checks(catalog.select(used), likelihood, runner.predictive())
     if not result.converged and stopped_by not in INTERRUPTED and config.stop != "none":
         logger.warning(
             "the fit did not converge (%s after %d %s); the map may still change: raise max_iterations or resume",
@@ -623,38 +755,200 @@ def fit(
             result.iterations,
             "steps" if newton else "iterations",
         )
+    if not result.learned and result.iterations > 0:
+        logger.warning(
+            "the fit learned nothing: after %d %s the hyperparameters and the mean of q(v) are at their initial "
+            "values, so the map is the prior's; check the stars' uncertainties and the learning rates",
+            result.iterations,
+            "steps" if newton else "iterations",
+        )
     logger.info("fit: %s", result.summary().replace("\n", "; "))
     return result
 
 
+#: float32 resolves an extinction residual A_i - a_i to about eps32 · max|A| (1.2e-7 · max|A|); the smallest
+#: uncertainty must exceed that by this factor, or the likelihood's gradients are rounding noise.
+FLOAT32_SIGMA_MARGIN = 100.0
+#: Largest total weight Σ 1/σ_i² (mag⁻²) for float32: Adam squares the gradients, which grow with it, and
+#: float32 overflows at 3.4e38 (gradients of ~1.8e19); 1e12 leaves six orders of magnitude for residuals and
+#: the chain through the kernel. Real catalogues stay far below (10⁷ stars at 0.01 mag: 1e11).
+FLOAT32_MAX_TOTAL_WEIGHT = 1e12
+
+
+def _beyond_float32(extinction: np.ndarray, sigma: np.ndarray) -> str | None:
+    """Why SVI in float32 cannot fit these stars (mag), or None when it can.
+
+    With uncertainties of 1e-12 mag in float32, Adam's squared gradients overflow and every update is zero: the
+    fit "succeeds" with all parameters at their initial values. float64 learns from the same stars.
+    """
+    resolution = float(np.finfo(np.float32).eps) * max(float(np.max(np.abs(extinction))), 1.0)
+    smallest = float(np.min(sigma))
+    if smallest < FLOAT32_SIGMA_MARGIN * resolution:
+        return (
+            f"the smallest extinction uncertainty, {smallest:.3g} mag, is below what float32 resolves in "
+            f"extinctions up to {np.max(np.abs(extinction)):.3g} mag ({FLOAT32_SIGMA_MARGIN:g} x {resolution:.2g} mag)"
+        )
+    total = float(np.sum(1.0 / np.square(sigma, dtype=np.float64)))
+    if total > FLOAT32_MAX_TOTAL_WEIGHT:
+        return (
+            f"the stars' total weight sum(1/sigma^2) = {total:.3g} mag^-2 exceeds {FLOAT32_MAX_TOTAL_WEIGHT:.0e}, "
+            "where float32 gradients squared by the optimiser overflow"
+        )
+    return None
+
+
+def _star_distances(sightlines: Sightlines, distance: np.ndarray, grid: Grid) -> np.ndarray:
+    """Nearest and farthest distance (pc) of the stars in each column of ``grid``, shape ``(2, n_b, n_l)``.
+
+    NaN in columns without stars. ``distance`` is per star of ``sightlines``.
+    """
+    near = np.full(grid.n_columns, np.inf)
+    far = np.full(grid.n_columns, -np.inf)
+    np.minimum.at(near, sightlines.column, distance)
+    np.maximum.at(far, sightlines.column, distance)
+    out = np.stack([near, far])
+    out[:, ~np.isfinite(near)] = np.nan
+    return out.reshape(2, grid.n_b, grid.n_l)
+
+
+#: Parameters whose change means a fit learned from the stars: the hyperparameters and the mean of q(v), which
+#: carry the data into the map's median. Inducing locations and q's covariance are left out: in a float32 fit
+#: whose squared gradients overflow they still move by a step or two while the map stays the prior's.
+_LEARNING_PARAMETERS = ("mean_module.", "covar_module.", "variational_mean")
+
+
+def _parameter_values(gp: DustGP) -> dict[str, torch.Tensor]:
+    """A float64 copy (on the CPU) of the hyperparameters and the mean of q(v) (``_LEARNING_PARAMETERS``)."""
+    return {
+        name: p.detach().to("cpu", torch.float64, copy=True)
+        for name, p in gp.named_parameters()
+        if any(key in name for key in _LEARNING_PARAMETERS)
+    }
+
+
+def _moved(initial: dict[str, torch.Tensor], gp: DustGP) -> bool:
+    """Whether any parameter differs from ``initial`` by more than rounding (1e-6, relative and absolute).
+
+    The second-order method writes its state back through a Cholesky factorisation of an inverse, which changes
+    an unmoved q(v) at the 1e-12 level; a fit that learns moves its parameters by far more than 1e-6.
+    """
+    now = _parameter_values(gp)
+    return any(
+        name not in initial
+        or now[name].shape != initial[name].shape
+        or not torch.allclose(now[name], initial[name], rtol=1e-6, atol=1e-6)
+        for name in now
+    )
+
+
+def _star_likelihood(
+    catalog: Catalog, sightlines: Sightlines, config: FitConfig, *, dtype: torch.dtype, device: torch.device
+) -> StarLikelihood:
+    """The stars' likelihood as configured; ``catalog`` holds the stars of ``sightlines`` (those on the grid)."""
+    treatment = config.distance_uncertainty
+    has_errors = catalog.distance_err is not None and bool(np.any(catalog.distance_err > 0))
+    if treatment == "auto":
+        treatment = "quadrature" if has_errors else "none"
+    if treatment in ("quadrature", "moment") and not has_errors:
+        raise FitError(
+            f"distance_uncertainty={treatment!r} needs distance uncertainties: the catalogue has no distance_err "
+            "(give a distance_err column or 16th/84th-percentile distances, or use distance_uncertainty='none')"
+        )
+    if treatment == "moment" and config.method != "newton":
+        raise FitError("distance_uncertainty='moment' updates sigma with the fit and needs method='newton'")
+    if treatment == "inflate" and has_errors and not np.any(catalog.inflation > 0):
+        catalog = catalog.inflate_for_distance()
+    # the catalogue's inflated sigma only where asked: the other treatments see the distance errors themselves
+    sigma = catalog.extinction_err if treatment == "inflate" else catalog.extinction_err_observed
+    sigma = np.hypot(sigma, config.error_floor)
+    n = len(catalog)
+    if treatment == "quadrature":
+        posterior = lognormal_nodes(catalog.distance, catalog.distance_err, config.distance_nodes)
+        nodes = StarNodes.build(sightlines.grid, catalog.l, catalog.b, *posterior)
+    else:
+        nodes = StarNodes(sightlines=sightlines, star=np.arange(n), log_prior=np.zeros(n), n_stars=n)
+    likelihood = StarLikelihood(
+        nodes,
+        catalog.extinction,
+        sigma,
+        noise=config.likelihood,
+        nu=config.nu,
+        outlier_fraction=config.outlier_fraction,
+        learn_outlier_fraction=config.learn_outlier_fraction and config.method == "newton",
+        moment_distance_err=catalog.distance_err if treatment == "moment" else None,
+        dtype=dtype,
+        device=device,
+    )
+    likelihood.distance_treatment = treatment
+    return likelihood
+
+
+def _star_checks(catalog: Catalog, likelihood: StarLikelihood, checks: dict[str, np.ndarray] | None) -> Table | None:
+    """Per-star posterior predictive table: the catalogue row, the star and :meth:`StarLikelihood.predictive`."""
+    if checks is None:
+        return None
+    table = Table(
+        {
+            "row_index": catalog.row_index,
+            "l": catalog.l,
+            "b": catalog.b,
+            "distance": catalog.distance,
+            "extinction": catalog.extinction,
+            "extinction_err": np.sqrt(likelihood.sigma2.cpu().numpy()),
+        }
+    )
+    for name, values in checks.items():
+        table[name] = values
+    units = {"l": "deg", "b": "deg", "distance": "pc", "extinction": "mag", "extinction_err": "mag"}
+    units |= {"predicted": "mag", "predicted_sd": "mag"}
+    for name, unit in units.items():
+        table[name].unit = unit
+    table.meta["description"] = "dustgp posterior predictive checks per star (see Fit.posterior_predictive)"
+    return table
+
+
+#: Monte Carlo draws of the map behind SVI's posterior predictive checks (PIT error ≲ 1/sqrt(draws) of its spread)
+PREDICTIVE_DRAWS = 128
 #: ``Fit.stopped_by`` values that mean the stop rule was met
 CONVERGED = ("converged", "map converged", "elbo rule")
 #: ``Fit.stopped_by`` of a fit stopped from outside: Ctrl-C, or SIGTERM (a batch scheduler's time limit)
 INTERRUPTED = ("interrupted", "terminated")
 
 
-class _TerminationAsInterrupt:
-    """Within the block, SIGTERM raises KeyboardInterrupt, so it ends a fit as Ctrl-C does: checkpoint written.
+#: ``Fit.stopped_by`` of a fit ended by each signal
+_STOP_SIGNALS = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
-    Only in the main thread (signal handlers cannot be set elsewhere); the previous handler is restored after.
+
+class _StopAtStepEnd:
+    """Within the block, SIGTERM and Ctrl-C (SIGINT) end a fit after its current step; a second one at once.
+
+    A signal landing inside a step would stop it half-done: some parameters (or Adam moments, or an L-BFGS pair)
+    updated, others not, and the checkpoint would hold a state the uninterrupted fit never passed through, so a
+    resume would not continue the same trajectory. The first signal is therefore only recorded (``requested``:
+    ``"terminated"`` for SIGTERM, a batch scheduler's time limit; ``"interrupted"`` for Ctrl-C) and the loop
+    stops at the end of the step, checkpoint written. A second signal raises KeyboardInterrupt at once (the
+    last checkpoint is kept). Only in the main thread (signal handlers cannot be set elsewhere); the previous
+    handlers are restored after.
     """
 
     def __init__(self) -> None:
-        self.received = False
-        self._previous: Any = None
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
-        raise KeyboardInterrupt
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = _STOP_SIGNALS[signum]
+        logger.warning("%s: stopping after the current step (signal again to stop at once)", self.requested)
 
-    def __enter__(self) -> _TerminationAsInterrupt:
+    def __enter__(self) -> _StopAtStepEnd:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in _STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 class _Runner:
@@ -670,15 +964,26 @@ class _Runner:
     def optimizer_state(self) -> dict[str, Any]:
         return {}
 
+    def predictive(self) -> dict[str, np.ndarray] | None:
+        """Posterior predictive checks per star at the current parameters (see StarLikelihood.predictive)."""
+        return None
+
 
 class _SviRunner(_Runner):
     """The paper's scheme: Pyro SVI with Monte Carlo ELBO gradients and AdamW."""
 
     def __init__(
-        self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid, config: FitConfig, previous
+        self,
+        gp: DustGP,
+        cells: torch.Tensor,
+        stats: GaussianStatistics,
+        grid: Grid,
+        config: FitConfig,
+        previous,
+        likelihood: StarLikelihood,
     ) -> None:
-        self.config = config
-        self.objective = _Elbo(gp, cells, stats, grid)
+        self.config, self.likelihood = config, likelihood
+        self.objective = _Elbo(gp, cells, stats, grid, None if likelihood.static else likelihood)
         pyro.clear_param_store()
         self.optimizer = pyro.optim.AdamW(_optimizer_args(config))
         if previous:
@@ -705,6 +1010,19 @@ class _SviRunner(_Runner):
     def optimizer_state(self) -> dict[str, Any]:
         return self.optimizer.get_state()
 
+    @torch.no_grad()
+    def predictive(self) -> dict[str, np.ndarray]:
+        """From Monte Carlo moments of the model extinction at every node (SVI's q carries no closed form)."""
+        draws = self.objective.sample_density(PREDICTIVE_DRAWS)  # (draws, n_cells)
+        sum_a = sum_a2 = 0.0
+        for chunk in draws.split(16):
+            a = self.likelihood.nodes.sightlines.extinction(chunk.to(self.likelihood.dtype))
+            sum_a = sum_a + a.sum(0)
+            sum_a2 = sum_a2 + (a * a).sum(0)
+        mean_a, mean_a2 = sum_a / draws.shape[0], sum_a2 / draws.shape[0]
+        self.likelihood.update_nodes(mean_a, mean_a2)
+        return self.likelihood.predictive_nodes(mean_a, mean_a2)
+
 
 class _NewtonRunner(_Runner):
     """The default: natural-gradient steps on q(v) and L-BFGS steps on theta, exact ELBO (see dustgp.newton).
@@ -717,16 +1035,24 @@ class _NewtonRunner(_Runner):
     """
 
     def __init__(
-        self, gp: DustGP, cells: torch.Tensor, stats: GaussianStatistics, grid: Grid, config: FitConfig
+        self,
+        gp: DustGP,
+        cells: torch.Tensor,
+        stats: GaussianStatistics,
+        grid: Grid,
+        config: FitConfig,
+        likelihood: StarLikelihood,
     ) -> None:
-        self.gp, self.config = gp, config
+        self.gp, self.config, self.likelihood = gp, config, likelihood
         learn_z = config.learn_inducing_locations and config.learn_hyperparameters
         fixed = None if learn_z else gp.inducing_points.detach()
         self.problem = newton.NewtonProblem.build(
             cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=config.learn_hyperparameters
         )
         theta, m, l_precision = _newton_start(gp, self.problem)
-        self.optimizer = newton.NewtonOptimizer(self.problem, theta, m, l_precision, warmup=config.warmup)
+        self.optimizer = newton.NewtonOptimizer(
+            self.problem, theta, m, l_precision, warmup=config.warmup, likelihood=likelihood
+        )
         self.elbo_tol = max(1.0, 1e-5 * stats.n_stars)
         self.passed = 0
 
@@ -749,6 +1075,33 @@ class _NewtonRunner(_Runner):
 
     def store(self) -> None:
         _newton_store(self.gp, self.problem, self.optimizer.state)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """Step count, stop-rule streak and both L-BFGS memories (plain tensors, for weights-only checkpoints).
+
+        Without them a resumed fit warms up again (q alone) and starts L-BFGS from a gradient step: measured on a
+        300-star, M = 20 fit resumed after 4 of 8 steps, the map then differed from the uninterrupted one by a
+        factor of up to 7; with them, by rounding.
+        """
+        return {
+            "steps": self.optimizer.steps,
+            "passed": self.passed,
+            "lbfgs": [[[s.cpu(), y.cpu()] for s, y in memory.pairs] for memory in self.optimizer.lbfgs],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`optimizer_state` (a checkpoint without it starts a fresh memory and warm-up)."""
+        if "lbfgs" not in state:
+            return
+        self.optimizer.steps, self.passed = int(state["steps"]), int(state["passed"])
+        device = self.problem.cells.device
+        for memory, pairs in zip(self.optimizer.lbfgs, state["lbfgs"], strict=True):
+            memory.pairs.clear()
+            memory.pairs.extend((s.to(device), y.to(device)) for s, y in pairs)
+
+    def predictive(self) -> dict[str, np.ndarray]:
+        """From the exact moments of the model extinction under the final q (with the conditional covariance)."""
+        return self.likelihood.predictive(self.optimizer.cell_moments)
 
 
 def _newton_start(gp: DustGP, problem: newton.NewtonProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -789,8 +1142,6 @@ def _newton_store(gp: DustGP, problem: newton.NewtonProblem, state: newton.Newto
 def _checkpoint_payload(
     result: Fit, optimizer_state: dict[str, Any] | None, rng_state: torch.Tensor | None
 ) -> dict[str, Any]:
-    from . import __version__
-
     return {
         "format": CHECKPOINT_FORMAT,
         "dustgp_version": __version__,
@@ -807,6 +1158,11 @@ def _checkpoint_payload(
         "seconds": result.seconds,
         "stars": dict(result.stars),
         "data_fingerprint": result.data_fingerprint,
+        "likelihood": {"outlier_fraction": (result.likelihood or result.config).outlier_fraction},
+        "learned": result.learned,
+        "star_distances": (
+            None if result.star_distances is None else torch.as_tensor(result.star_distances, dtype=torch.float64)
+        ),
     }
 
 
@@ -823,7 +1179,7 @@ def data_fingerprint(catalog: Catalog, grid: Grid) -> str:
 
 
 def _write_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, overwrite: bool = True) -> Path:
-    """Write atomically (:func:`dustgp.io.atomic_path`: fsynced, renamed in one step): a reader, or a resume after
+    """Write atomically (:func:`dustgp._atomic.atomic_path`: fsynced, renamed in one step): a reader, or a resume after
     a crash, sees the old checkpoint or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -896,4 +1252,6 @@ def load_fit(path: str | os.PathLike, *, device: str | None = None) -> Fit:
         stars={k: int(v) for k, v in payload["stars"].items()},
         converged=bool(payload.get("converged", payload["stopped_by"] in CONVERGED)),
         data_fingerprint=str(payload.get("data_fingerprint", "")),
+        learned=bool(payload.get("learned", True)),
+        star_distances=None if payload.get("star_distances") is None else payload["star_distances"].numpy(),
     )

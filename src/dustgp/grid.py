@@ -3,7 +3,7 @@
 A :class:`Grid` is regular in Galactic longitude and latitude and in distance (the distance spacing may be
 non-uniform). In front of the first distance boundary ``d_min`` it adds foreground *ghost cells*, spanning
 0 .. ``d_min`` in every (l, b) column: they hold the dust in front of the region and no star sits in them
-(METHOD.md §2).
+(docs: Method §2).
 
 Cell arrays are ordered ``(distance, b, l)`` everywhere in dustgp, distance slowest, matching the axis order of
 the FITS and NetCDF products (NAXIS1 = l, NAXIS2 = b, NAXIS3 = distance). The flat cell index is
@@ -26,6 +26,9 @@ __all__ = ["Grid", "GridError", "lbd_to_xyz"]
 logger = logging.getLogger(__name__)
 
 AxisSpec = tuple[float, float, int] | Sequence[float] | np.ndarray
+#: Most cells on one axis (ghost cells included): far beyond any map (a 10⁴ × 10⁴ × 10⁴ grid is already 8 TB of
+#: float64), low enough that a typo such as ``n = 10**12`` is refused by name instead of failing in numpy.
+MAX_CELLS_PER_AXIS = 10**6
 
 
 class GridError(ValueError):
@@ -47,6 +50,8 @@ def _check_count(value: object, name: str, *, minimum: int) -> int:
         raise GridError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
     if int(value) < minimum:  # type: ignore[call-overload]
         raise GridError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if int(value) > MAX_CELLS_PER_AXIS:  # type: ignore[call-overload]
+        raise GridError(f"{name}: expected at most {MAX_CELLS_PER_AXIS:,} cells, got {value!r}")
     return int(value)  # type: ignore[call-overload]
 
 
@@ -73,12 +78,19 @@ def _edges(spec: AxisSpec, name: str) -> np.ndarray:
         lo, hi, n = float(lo), float(hi), int(n)
         if n < 1:
             raise GridError(f"{name}: expected at least 1 cell, got n={n}")
+        if n > MAX_CELLS_PER_AXIS:
+            raise GridError(f"{name}: expected at most {MAX_CELLS_PER_AXIS:,} cells, got n={n}")
+        if not math.isfinite(hi - lo):  # e.g. (-1e308, 1e308, n): the width itself overflows
+            raise GridError(f"{name}: expected bounds whose difference is finite, got ({lo:g}, {hi:g}) {unit}")
         if name == "l" and hi <= lo:
             hi += 360.0  # a longitude range that crosses l = 0/360
         if hi <= lo:
             raise GridError(f"{name}: expected lo < hi, got ({lo:g}, {hi:g}) {unit}")
         return np.linspace(lo, hi, n + 1)
-    raw = np.asarray(spec)
+    try:
+        raw = np.asarray(spec)
+    except (ValueError, TypeError):  # ragged nesting, e.g. [[1.0], [1.0, 2.0]]
+        raw = np.asarray(None)
     if raw.dtype.kind not in "iuf" or raw.ndim != 1 or raw.size < 2:
         raise GridError(
             f"{name}: expected a (lo, hi, n) tuple or a 1-D list of at least two edges in {unit}, got {spec!r}"
@@ -95,7 +107,8 @@ def _edges(spec: AxisSpec, name: str) -> np.ndarray:
         steps = np.diff(edges)
         if np.any((steps < 0) & (steps >= -180.0)):
             raise GridError(f"{name}: edges must increase strictly (crossing 360 -> 0 once), got {edges}{hint}")
-        edges = np.concatenate([edges[:1], edges[0] + np.cumsum(steps % 360.0)])
+        if np.any(steps < 0):  # unwrapped only where it wraps: a cumulative sum would round increasing edges
+            edges = np.concatenate([edges[:1], edges[0] + np.cumsum(steps % 360.0)])
     if not np.all(np.diff(edges) > 0):
         raise GridError(f"{name}: edges must increase strictly, got {edges}{hint}")
     if hint and raw.dtype.kind in "iu":
@@ -253,7 +266,11 @@ class Grid:
     # ----- derived grids -------------------------------------------------------------------------------------
     def refined(self, factor: float = 2.0, *, ghost_cells: int | None = None) -> Grid:
         """The same bounds with ``factor`` times as many cells on each axis (region distances uniform)."""
+        if not (_is_real(factor) and math.isfinite(factor) and factor > 0):
+            raise GridError(f"refine: expected a finite factor > 0, got {factor!r}")
         n = [max(1, round(factor * k)) for k in (self.n_l, self.n_b, self.n_d - self.ghost_cells)]
+        if max(n) > MAX_CELLS_PER_AXIS:
+            raise GridError(f"refine: {factor:g} makes {max(n):,} cells on one axis, more than {MAX_CELLS_PER_AXIS:,}")
         return Grid(
             l=(float(self.l_edges[0]), float(self.l_edges[-1]), n[0]),
             b=(float(self.b_edges[0]), float(self.b_edges[-1]), n[1]),

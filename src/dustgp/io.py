@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .dustmap import DustMap
+from ._atomic import atomic_path
+from ._version import __version__
+from .dustmap import DustMap, register_product
 from .grid import Grid
 
 __all__ = [
@@ -100,14 +101,7 @@ _SAMPLES_LONG_NAME = "joint posterior samples of the extinction density"
 
 # ----- shared helpers ---------------------------------------------------------------------------------------
 def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dustgp")
-    except PackageNotFoundError:  # a source tree that was never installed
-        from . import __version__
-
-        return __version__
+    return __version__
 
 
 def _json_default(obj: Any) -> Any:
@@ -158,58 +152,6 @@ def _grid_from_edges(l_edges: np.ndarray, b_edges: np.ndarray, d_edges: np.ndarr
             f"{grid.d_edges[: ghost_cells + 1]}"
         )
     return grid
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathType, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it to ``path`` in one step.
-
-    The temporary name keeps the target's suffixes (writers such as astropy choose compression from them) and
-    is hidden (leading dot). Without ``overwrite`` the final step is a hard link, which fails atomically if
-    the target appeared meanwhile.
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"{target.parent}: no such directory")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp{''.join(target.suffixes)}")
-    try:
-        yield tmp
-        _fsync(tmp)  # the data reach the disk before the name does: a crash never leaves a named empty file
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
-            except OSError:  # a filesystem without hard links: check-then-rename (a tiny race window)
-                if target.exists():
-                    raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync(target.parent, directory=True)  # the rename itself
-    log.info("wrote %s", target)
-
-
-def _fsync(path: Path, *, directory: bool = False) -> None:
-    """Flush a file (or a directory's entries) to disk; a directory that cannot be opened is skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        if not directory:
-            raise
-        return  # e.g. Windows, where directories cannot be opened
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
 
 
 def check_output_path(
@@ -355,7 +297,9 @@ def write_netcdf(
     ``distance_bounds`` etc., shape (n, 2). Data variables carry ``units`` and ``long_name``. Global
     attributes:
     ``dustgp_version``, ``created``, ``reference``, ``config`` / ``hyperparameters`` (JSON), ``seed``,
-    ``ghost_cells``, ``dustgp_meta`` (the whole ``meta`` dict, JSON).
+    ``ghost_cells``, ``dustgp_meta`` (the whole ``meta`` dict, JSON). When the map knows them, ``coverage``
+    (int8 flag per cell: 1 where the stars constrain it) and ``reliable_distance_min`` / ``_max`` (pc, per
+    ``b``, ``l``: nearest and farthest star of the column, NaN without stars).
     """
     import xarray as xr
 
@@ -406,6 +350,23 @@ def write_netcdf(
     for name, long_name, unit in _SUMMARIES:
         dims = ("percentile", *cube) if name.endswith("percentiles") else cube
         data_vars[name] = (dims, getattr(dmap, name), {"units": unit, "long_name": long_name})
+    if dmap.coverage is not None:
+        data_vars["coverage"] = (
+            cube,
+            dmap.coverage.astype(np.int8),
+            {
+                "long_name": "cell constrained by stars (no farther than the farthest star of its column)",
+                "flag_values": np.array([0, 1], dtype=np.int8),
+                "flag_meanings": "prior_only constrained",
+            },
+        )
+    if dmap.reliable_distance is not None:
+        for k, which in enumerate(("min", "max")):
+            data_vars[f"reliable_distance_{which}"] = (
+                ("b", "l"),
+                dmap.reliable_distance[k],
+                {"units": "pc", "long_name": f"{'nearest' if k == 0 else 'farthest'} star of the column (NaN: none)"},
+            )
     if samples and dmap.density_samples is not None:
         coords["sample"] = ("sample", np.arange(dmap.n_samples), {"long_name": "posterior sample index"})
         data_vars["density_samples"] = (
@@ -476,9 +437,21 @@ def read_netcdf(path: PathType) -> DustMap:
         grid = _grid_from_edges(ds["l_edges"].values, ds["b_edges"].values, ds["distance_edges"].values, ghost_cells)
         arrays = {name: ds[name].values for name, _, _ in _SUMMARIES}
         samples = ds["density_samples"].values if "density_samples" in ds else None
+        coverage = ds["coverage"].values.astype(bool) if "coverage" in ds else None
+        reliable = None
+        if "reliable_distance_min" in ds and "reliable_distance_max" in ds:
+            reliable = np.stack([ds["reliable_distance_min"].values, ds["reliable_distance_max"].values])
         meta = _meta_from_attrs(ds.attrs)
         percentiles = ds["percentile"].values
-    return DustMap(grid=grid, percentiles=percentiles, density_samples=samples, meta=meta, **arrays)
+    return DustMap(
+        grid=grid,
+        percentiles=percentiles,
+        density_samples=samples,
+        meta=meta,
+        coverage=coverage,
+        reliable_distance=reliable,
+        **arrays,
+    )
 
 
 def _meta_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -636,6 +609,11 @@ def write_fits(dmap: DustMap, path: PathType, *, overwrite: bool = False, sample
     ``FOREGROUND_CELLS`` (with ghost cells)
         Binary table, one row per ghost cell: ``D_NEAR``, ``D_FAR`` (pc) and every array of that cell, in the
         image orientation (columns ``DENSITY_MEAN`` .. ``EXTINCTION_PCT``, ``DENSITY_SAMPLES``).
+    ``COVERAGE`` (when the map knows it)
+        Cube like the others, 1 where the stars constrain the cell, 0 where the map is the prior's (its ghost
+        cells in the ``COVERAGE`` column of ``FOREGROUND_CELLS``).
+    ``RELIABLE_DIST`` (when the map knows it)
+        (2, b, l) image, pc: nearest and farthest star of each column (NaN without stars).
     ``DISTANCE_BINS``
         Binary table of all distance cells: ``INDEX``, ``D_NEAR``, ``D_FAR``, ``D_CENTER`` (pc), ``GHOST``.
     ``DISTANCE_TAB`` (non-uniform region spacing only)
@@ -684,6 +662,20 @@ def write_fits(dmap: DustMap, path: PathType, *, overwrite: bool = False, sample
     keep_samples = samples and dmap.density_samples is not None
     if keep_samples:
         hdus.append(image(dmap.density_samples, "DENSITY_SAMPLES", DENSITY_UNIT, "SAMPLE"))
+    if dmap.coverage is not None:
+        hdu = image(dmap.coverage.astype(np.uint8), "COVERAGE", "")
+        hdu.header["COMMENT"] = "1: cell constrained by stars (no farther than the farthest star of its column);"
+        hdu.header["COMMENT"] = "0: prior only (beyond the farthest star, no star in the column, off the data)."
+        hdus.append(hdu)
+    if dmap.reliable_distance is not None:
+        reliable = fits.ImageHDU(
+            data=np.ascontiguousarray(dmap.reliable_distance[flip]),
+            header=celestial_wcs(grid).to_header(),
+            name="RELIABLE_DIST",
+        )
+        reliable.header["BUNIT"] = "pc"
+        reliable.header["COMMENT"] = "Plane 1: nearest star of each column, plane 2: farthest (NaN: no star)."
+        hdus.append(reliable)
     if g:
         fg = fits.ImageHDU(
             data=np.ascontiguousarray(dmap.extinction_mean[g - 1][flip]),
@@ -704,6 +696,8 @@ def write_fits(dmap: DustMap, path: PathType, *, overwrite: bool = False, sample
         if keep_samples:
             cells = np.moveaxis(dmap.density_samples[:, :g], 1, 0)  # type: ignore[index]
             columns.append(_fits_column("DENSITY_SAMPLES", cells[flip], DENSITY_UNIT))
+        if dmap.coverage is not None:
+            columns.append(_fits_column("COVERAGE", dmap.coverage[:g].astype(np.float32)[flip]))
         table = fits.BinTableHDU.from_columns(columns, name="FOREGROUND_CELLS")
         table.header["COMMENT"] = "One row per ghost cell; arrays (b, l), l reversed as in the images."
         hdus.append(table)
@@ -785,12 +779,16 @@ def read_fits(path: PathType) -> DustMap:
         header = hdul["DENSITY_PCT"].header
         percentiles = np.array([header[f"PCT{k}"] for k in range(1, header["NAXIS4"] + 1)], dtype=float)
         samples = cube("DENSITY_SAMPLES", "DENSITY_SAMPLES") if "DENSITY_SAMPLES" in hdul else None
+        coverage = cube("COVERAGE", "COVERAGE").astype(bool) if "COVERAGE" in hdul else None
+        reliable = _native(hdul["RELIABLE_DIST"].data)[..., ::-1] if "RELIABLE_DIST" in hdul else None
         meta = prov["meta"] if "meta" in prov else _meta_from_header(hdul[0].header, prov)
     return DustMap(
         grid=grid,
         percentiles=percentiles,
         density_samples=samples,
         meta=meta,
+        coverage=coverage,
+        reliable_distance=None if reliable is None else np.ascontiguousarray(reliable),
         **{k: np.ascontiguousarray(v) for k, v in arrays.items()},
     )
 
@@ -1171,3 +1169,7 @@ def read_emission(
         if isinstance(chosen, fits.PrimaryHDU):
             return fits.PrimaryHDU(data=data, header=chosen.header.copy())
         return fits.ImageHDU(data=data, header=chosen.header.copy())
+
+
+register_product("write", write_map)  # behind DustMap.save
+register_product("read", read_map)  # behind DustMap.load

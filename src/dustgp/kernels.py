@@ -1,7 +1,7 @@
 """Fused RBF cross-covariance projection, the hot loop of training.
 
 Training evaluates, once per iteration, ``K_xz @ weights`` for all n cells and M inducing points with the ARD
-squared-exponential kernel of the prior (METHOD.md §3):
+squared-exponential kernel of the prior (docs: Method §3):
 
 .. math::
 

@@ -1,4 +1,4 @@
-"""Dust and gas masses from a 3D extinction map (paper Sect. 7, Eq. 9; METHOD.md §7).
+"""Dust and gas masses from a 3D extinction map (paper Sect. 7, Eq. 9; docs: Method §7).
 
 The dust column in front of a distance D follows from the extinction at 547 nm through the optical depth
 :math:`\\tau = A \\ln 10 / 2.5`. Summing over the map's (l, b) pixels, the paper's Eq. 9 places all of it at

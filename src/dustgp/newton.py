@@ -4,7 +4,7 @@ The ELBO in closed form
 -----------------------
 With whitened inducing values ``v ~ q(v) = N(m, S)`` and ``A = K_xz L_zz⁻ᵀ``, phi on the training cells is Gaussian,
 ``phi ~ N(c + A m, A S Aᵀ + K_xx - A Aᵀ)``: the low-rank part carried by the inducing points plus the conditional
-covariance ``K_xx - Q_xx`` that they leave out (the paper's q(f), METHOD.md §5, Eqs. A.6-A.7). Stars couple the
+covariance ``K_xx - Q_xx`` that they leave out (the paper's q(f), docs: Method §5, Eqs. A.6-A.7). Stars couple the
 cells of their own sightline column only, and the Gaussian likelihood is quadratic in the log-normal density, so the
 expected log-likelihood needs only each column's mean and covariance of phi and is exact
 (:meth:`dustgp.sightlines.GaussianStatistics.expected_log_likelihood`): no Monte Carlo noise, a deterministic
@@ -15,7 +15,7 @@ evaluation, and one more for the gradient (``Kᵀ G K``, with G the gradient per
 product is both the hyperparameters' gradient with respect to T and the curvature q needs:
 
 Natural-gradient update of q (Khan & Rue 2023; Salimbeni et al. 2018)
---------------------------------------------------------------------
+---------------------------------------------------------------------
 By Price's theorem ``∂E/∂S = ½ Aᵀ E[∇²ℓ] A``, so the fixed point of the ELBO in S is
 ``S⁻¹ = I - 2 ∂E/∂S = I + Aᵀ E[-∇²_phi ℓ] A`` and a natural-gradient step of length β is
 
@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from .kernels import rbf_along_sightlines, rbf_cross_covariance, rbf_cross_covariance_vjp
+from .likelihood import StarLikelihood, cell_extinction_moments
 from .model import JITTER, _cholesky
 from .sightlines import GaussianStatistics
 
@@ -343,7 +344,8 @@ def precision_solve(l_precision: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def batched_eigh(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.eigh`` over a batch of small matrices, on one thread.
 
-    On the CPU, torch's batched eigh with two threads took 10 s for 400 blocks of 37 × 37 (0.1 s on one).
+    On the CPU, torch's threaded batched eigh is far slower on many small blocks than one thread (docs: Design
+    notes, "Batched eigh").
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -440,6 +442,15 @@ class NewtonOptimizer:
     warmup : int
         Steps of q alone before theta moves: far from q's optimum the theta gradient pulls the hyperparameters
         toward explaining the misfit of a q that is about to change anyway.
+    likelihood : StarLikelihood, optional
+        A likelihood with latent variables (distance nodes, outlier flags, t scales): their closed-form posteriors
+        are updated at every accepted point and ``problem.stats`` replaced by the node stars' statistics, which
+        raises the ELBO again (coordinate ascent; see :mod:`dustgp.likelihood`).
+
+    Attributes
+    ----------
+    cell_moments : torch.Tensor, shape (5, n_columns, n_d)
+        :func:`~dustgp.likelihood.cell_extinction_moments` at the current state (for posterior predictive checks).
     """
 
     #: fractions of the L-BFGS theta step tried (with a full natural-gradient step of q) before q alone
@@ -460,12 +471,34 @@ class NewtonOptimizer:
         l_precision: torch.Tensor,
         *,
         warmup: int = 2,
+        likelihood: StarLikelihood | None = None,
     ) -> None:
         self.problem = problem
         self.warmup = warmup
+        self.likelihood = likelihood
         self.lbfgs = (LBFGS(), LBFGS())  # hyperparameters, inducing locations
         self.steps = 0
-        self.state = evaluate(problem, Geometry.at(problem, theta), m, l_precision).with_gradients(problem)
+        self.cell_moments: torch.Tensor | None = None
+        state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
+        self.state = self._refresh(state).with_gradients(problem)
+
+    def _refresh(self, state: NewtonState) -> NewtonState:
+        """Keep the cell moments of ``state``; update the latent posteriors there and re-evaluate its ELBO."""
+        cache = state._cache
+        mean, cov = cache["mean_leaf"], cache["cov_leaf"]
+        with torch.no_grad():
+            self.cell_moments = cell_extinction_moments(mean.detach(), cov.detach(), self.problem.stats.path_lengths)
+        if self.likelihood is None or self.likelihood.static:
+            return state
+        self.likelihood.update(self.cell_moments)
+        stats = self.likelihood.statistics()
+        self.problem.stats, self.problem.blocks = stats, stats.column_blocks()
+        with torch.enable_grad():
+            ell = stats.expected_log_likelihood(mean, cov, self.problem.blocks)
+        cache["ell"] = ell
+        state.expected_log_likelihood = float(ell.detach())
+        state.elbo = state.expected_log_likelihood - state.kl
+        return state
 
     def _beta_max(self, state: NewtonState) -> float:
         geo = state.geometry
@@ -513,7 +546,7 @@ class NewtonOptimizer:
             except torch.linalg.LinAlgError:
                 continue
             if math.isfinite(candidate.elbo) and candidate.elbo > old.elbo:
-                candidate.with_gradients(self.problem)
+                self._refresh(candidate).with_gradients(self.problem)
                 if fraction:
                     for lbfgs, part in zip(self.lbfgs, (slice(0, 5), slice(5, None)), strict=True):
                         lbfgs.update(

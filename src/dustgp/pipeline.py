@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.table import Table
 
-from . import __version__
+from ._version import __version__
 from .catalog import Catalog
 from .config import RunConfig, load_config
 from .dustmap import DustMap
 from .fitting import INTERRUPTED, Fit, FitError, fit, load_checkpoint, load_fit
+from .gaia import catalog_for_grid
 from .grid import Grid
 from .simulate import SimulatedSky, simulate
 from .validation import compare_to_truth, holdout_report
@@ -160,12 +162,14 @@ def default_demo_config() -> Path:
     return Path(str(resources.files("dustgp") / "data" / "demo.toml"))
 
 
-def _stars(config: RunConfig) -> tuple[Catalog, SimulatedSky | None]:
+def _stars(config: RunConfig, *, progress: bool = True) -> tuple[Catalog, SimulatedSky | None]:
     if config.catalog is not None:
         options = dict(config.catalog)
-        path = options.pop("path")
         max_distance = options.pop("max_distance", None)
-        catalog = Catalog.read(path, **options)
+        if options.pop("source", "file") == "gaia-dr3":
+            catalog = catalog_for_grid(config.grid, progress=progress, **options)
+        else:
+            catalog = Catalog.read(options.pop("path"), **options)
         if max_distance is not None:
             catalog = catalog.select(catalog.distance <= float(max_distance))
         return catalog, None
@@ -190,6 +194,19 @@ def _write_json(path: Path, payload: dict[str, Any], *, overwrite: bool) -> Path
     return path
 
 
+#: Per-star posterior predictive checks of a run (:attr:`dustgp.fitting.Fit.star_checks`), an ECSV table.
+STAR_CHECKS = "stars.ecsv"
+
+
+def _write_star_checks(table: Table, path: Path, *, overwrite: bool) -> Path:
+    """The stars' predictive checks as ECSV (units and description kept), written atomically."""
+    from .io import atomic_path
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    return path
+
+
 def _default_sightline(grid: Grid) -> tuple[float, float]:
     """The map's central pixel column, in rounded deg (the median of computed centres carries rounding noise)."""
     from .plot import DEGREE_DECIMALS
@@ -199,13 +216,19 @@ def _default_sightline(grid: Grid) -> tuple[float, float]:
 
 
 def figure_names(
-    grid: Grid, *, truth: bool, losses: bool, sightlines: list[tuple[float, float]] | None = None
+    grid: Grid,
+    *,
+    truth: bool,
+    losses: bool,
+    sightlines: list[tuple[float, float]] | None = None,
+    checks: bool = False,
 ) -> list[str]:
     """File names :func:`write_figures` gives its figures, in order, for a map on ``grid``."""
     from .plot import format_degrees
 
     names = ["density_truth_comparison.png" if truth else "density_slices.png", "total_extinction.png"]
     names += ["elbo.png"] if losses else []
+    names += ["posterior_predictive.png"] if checks else []
     for l, b in sightlines or [_default_sightline(grid)]:
         names.append(f"sightline_l{format_degrees(l)}_b{format_degrees(b)}.png")
     return names
@@ -226,11 +249,13 @@ def write_figures(
     sky: SimulatedSky | None = None,
     sightlines: list[tuple[float, float]] | None = None,
     overwrite: bool = False,
+    star_checks: Table | None = None,
 ) -> list[Path]:
     """Write the standard figures of a map as PNG files into ``folder``.
 
     Density slices at ``distances`` (pc; default four evenly spaced) — beside the truth when ``sky`` is given —,
-    the total extinction map, the ELBO history when ``losses`` are given, and sightline profiles at
+    the total extinction map, the ELBO history when ``losses`` are given, the posterior predictive check of the
+    stars when ``star_checks`` (:attr:`Fit.star_checks`) are given, and sightline profiles at
     ``sightlines`` ((l, b) in deg; default the map's centre). Names: :func:`figure_names`.
 
     Raises
@@ -245,7 +270,9 @@ def write_figures(
 
     grid = dmap.grid
     points = sightlines or [_default_sightline(grid)]
-    names = figure_names(grid, truth=sky is not None, losses=losses is not None, sightlines=points)
+    names = figure_names(
+        grid, truth=sky is not None, losses=losses is not None, sightlines=points, checks=star_checks is not None
+    )
     if not overwrite:
         _existing([folder / name for name in names])
     folder.mkdir(parents=True, exist_ok=True)
@@ -273,6 +300,10 @@ def write_figures(
         fig, ax = plt.subplots(figsize=(6, 4))
         plot.elbo_history(losses, ax=ax)
         save(fig, "elbo.png")
+    if star_checks is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot.predictive_check(star_checks["normalised_residual"], star_checks["flagged"], ax=ax)
+        save(fig, "posterior_predictive.png")
     for (l, b), name in zip(points, names[-len(points) :], strict=True):
         fig, ax = plt.subplots(figsize=(6, 4))
         plot.sightline_profile(dmap, l, b, ax=ax)
@@ -326,9 +357,9 @@ def run(
     draw = config.output.get("figures", True) if figures is None else figures
     checkpoint = folder / "fit.ckpt"
     if not overwrite:
-        planned = [*targets, folder / "report.json"]
+        planned = [*targets, folder / "report.json", folder / STAR_CHECKS]
         if draw:
-            names = figure_names(config.prediction_grid(), truth=config.simulate is not None, losses=True)
+            names = figure_names(config.prediction_grid(), truth=config.simulate is not None, losses=True, checks=True)
             planned += [folder / "figures" / name for name in names]
         _existing(planned)
         if checkpoint.exists() and not resume:
@@ -341,7 +372,7 @@ def run(
     with RunLock(folder):
         _clean_stale_temporaries(folder)
         started = time.perf_counter()
-        catalog, sky = _stars(config)
+        catalog, sky = _stars(config, progress=progress)
         held_out = None
         holdout = float(config.output.get("holdout", 0.0))
         if holdout > 0:
@@ -378,17 +409,24 @@ def run(
             "iterations": fitted.iterations,
             "stopped_by": fitted.stopped_by,
             "converged": fitted.converged,
+            "learned": fitted.learned,
+            "dtype": "float64" if fitted.config.method == "newton" else fitted.config.dtype,
+            "constrained_cells": None if dmap.coverage is None else float(dmap.coverage.mean()),
             "fit_seconds": fit_seconds,
             "seconds_per_iteration": fit_seconds / max(fitted.iterations, 1),
             "predict_seconds": predict_seconds,
             "hyperparameters": fitted.hyperparameters(),
             "prediction_grid": repr(dmap.grid),
         }
+        checks = fitted.posterior_predictive()
+        if checks:
+            report["posterior_predictive"] = checks
+            dmap.meta["posterior_predictive"] = checks
         result = RunResult(fitted, dmap, report, sky=sky)
         if sky is not None:
             report["truth"] = compare_to_truth(dmap, sky).to_dict()
         if held_out is not None and len(held_out):
-            report["holdout"] = holdout_report(dmap, held_out).to_dict()
+            report["holdout"] = holdout_report(dmap, held_out, error_floor=fitted.config.error_floor).to_dict()
 
         from .io import write_map
 
@@ -402,7 +440,10 @@ def run(
                 losses=fitted.losses,
                 sky=sky,
                 overwrite=overwrite,
+                star_checks=fitted.star_checks,
             )
+        if fitted.star_checks is not None:
+            result.files.append(_write_star_checks(fitted.star_checks, folder / STAR_CHECKS, overwrite=overwrite))
         report["total_seconds"] = time.perf_counter() - started
         report["run_config"] = config.raw
         result.files.append(_write_json(folder / "report.json", report, overwrite=overwrite))

@@ -353,6 +353,49 @@ def residual_histogram(
     return ResidualArtists(patches, gaussian)  # type: ignore[arg-type]
 
 
+def predictive_check(
+    normalised_residual: np.ndarray, flagged: np.ndarray, *, ax: Axes | None = None, bins: int = 60
+) -> ResidualArtists:
+    """The stars' posterior predictive check: normalised residuals ``Φ⁻¹(PIT)`` against N(0, 1).
+
+    Parameters
+    ----------
+    normalised_residual : array_like, shape (n_stars,)
+        :attr:`dustgp.fitting.Fit.star_checks` ``["normalised_residual"]`` (dimensionless; N(0, 1) when the
+        model and the quoted uncertainties are right).
+    flagged : array_like of bool, shape (n_stars,)
+        Stars flagged as outliers, drawn separately.
+    ax : matplotlib.axes.Axes, optional
+    bins : int
+
+    Returns
+    -------
+    ResidualArtists
+    """
+    z = np.asarray(normalised_residual, float)
+    bad = np.asarray(flagged, bool)
+    ok = np.isfinite(z)
+    ax = plt.figure().add_subplot() if ax is None else ax
+    edges = np.linspace(-5.0, 5.0, bins + 1)
+    clipped = np.clip(z[ok], -5.0, 5.0)
+    _, _, patches = ax.hist(
+        [clipped[~bad[ok]], clipped[bad[ok]]],
+        bins=edges,
+        stacked=True,
+        density=True,
+        color=["0.6", "C1"],
+        label=[f"{int(np.sum(~bad[ok]))} stars", f"{int(np.sum(bad[ok]))} flagged outliers"],
+    )
+    grid = np.linspace(-5.0, 5.0, 400)
+    (gaussian,) = ax.plot(grid, np.exp(-0.5 * grid**2) / np.sqrt(2 * np.pi), color="C3", label="N(0, 1)")
+    inside = float(np.mean(np.abs(z[ok]) < 0.9945)) if ok.any() else float("nan")  # Φ⁻¹(0.84) = 0.9945
+    ax.set_title(f"inside the predictive 16-84% interval: {inside:.1%} (nominal 68%)", fontsize=9)
+    ax.set_xlabel("normalised residual Φ⁻¹(PIT)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return ResidualArtists(patches, gaussian)  # type: ignore[arg-type]
+
+
 def elbo_history(history: np.ndarray | Sequence[float], *, ax: Axes | None = None, log: bool | None = None) -> Line2D:
     """The loss (negative ELBO) per iteration.
 

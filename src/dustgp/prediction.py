@@ -1,4 +1,4 @@
-"""Prediction: posterior samples of the density on any grid, and their summaries (METHOD.md §6).
+"""Prediction: posterior samples of the density on any grid, and their summaries (docs: Method §6).
 
 One set of joint draws of the whitened inducing values is made first; every chunk of the prediction grid is then
 projected from those same draws, so samples stay joint across chunks while memory stays bounded by the chunk size.
@@ -11,24 +11,39 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dustmap import DEFAULT_PERCENTILES, DustMap
+from ._version import __version__
+from .dustmap import DEFAULT_PERCENTILES, DustMap, keep_samples_for
 from .grid import Grid
 from .kernels import rbf_along_sightlines
+from .model import DustGP
 from .newton import batched_eigh
 from .sightlines import cumulative_extinction
 
-if TYPE_CHECKING:
-    from .fitting import Fit
-
-__all__ = ["percentiles_along", "predict"]
+__all__ = ["FittedModel", "constrained_cells", "percentiles_along", "predict"]
 
 logger = logging.getLogger(__name__)
+
+class FittedModel(Protocol):
+    """What :func:`predict` reads from a fit; a :class:`dustgp.fitting.Fit` is one.
+
+    A protocol rather than an import of ``Fit``, so that prediction sits beside fitting and ``Fit.predict`` can
+    call it without an import cycle (docs: Design notes, "Layers").
+    """
+
+    model: DustGP
+    grid: Grid
+    config: Any  # a dustgp.fitting.FitConfig: reads ``method``, ``seed`` and ``to_dict()``
+    iterations: int
+    stopped_by: str
+
+    def hyperparameters(self) -> dict[str, float | list[float]]: ...
+
 
 #: Cells per chunk: bounds memory to about chunk × (M + 2 samples) numbers.
 DEFAULT_CHUNK_CELLS = 50_000
@@ -100,7 +115,56 @@ def _column_factors(gp: Any, grid: Grid, l_zz: torch.Tensor, stride: int) -> tup
     return factor.float(), index
 
 
-def _default_grid(fit: Fit, grid: Grid | None) -> Grid:
+def constrained_cells(star_distances: np.ndarray, trained: Grid, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells of ``grid`` the stars of a fit constrain, and each column's reliable distance range.
+
+    The rule: a cell is constrained when its centre lies in a column of the training grid that holds at least
+    one star, no farther than the farthest star of that column. Beyond the farthest star (beyond ``d_max`` in
+    particular), and in columns without stars or off the training grid's l, b, the map is the prior conditioned
+    on the inducing values, not on stars. Cells in front of the nearest star are constrained: every star
+    behind them bounds their integral. The range ``[nearest star, farthest star]`` of each column follows the
+    ``DM_reliable_min`` / ``DM_reliable_max`` of Bayestar (Green et al. 2019, ApJ 887, 93) as ``dustmaps``
+    reports it in the ``reliable_dist`` flag.
+
+    Parameters
+    ----------
+    star_distances : numpy.ndarray, shape (2, n_b', n_l')
+        Nearest and farthest star (pc) in each column of ``trained``; NaN where a column holds none
+        (:attr:`dustgp.fitting.Fit.star_distances`).
+    trained : Grid
+        The training grid (shape ``(n_d', n_b', n_l')``).
+    grid : Grid
+        The prediction grid.
+
+    Returns
+    -------
+    coverage : numpy.ndarray of bool, shape (n_d, n_b, n_l)
+        True where the stars constrain the cell.
+    reliable_distance : numpy.ndarray, shape (2, n_b, n_l)
+        Nearest and farthest star (pc) of the training column under each column of ``grid``; NaN where none.
+
+    Raises
+    ------
+    ValueError
+        ``star_distances`` is not of shape ``(2, n_b', n_l')`` of the training grid.
+    """
+    star_distances = np.asarray(star_distances, dtype=float)
+    if star_distances.shape != (2, trained.n_b, trained.n_l):
+        raise ValueError(
+            f"star_distances: expected shape (2, {trained.n_b}, {trained.n_l}) of the training grid, "
+            f"got {star_distances.shape}"
+        )
+    l_c, b_c = np.meshgrid(grid.l_centers, grid.b_centers)  # (n_b, n_l)
+    _, i_b, i_l = trained.locate(l_c, b_c, np.full(l_c.shape, trained.d_centers[0]))
+    on_trained = i_b >= 0
+    reliable = np.full((2, grid.n_b, grid.n_l), np.nan)
+    reliable[:, on_trained] = star_distances[:, i_b[on_trained], i_l[on_trained]]
+    with np.errstate(invalid="ignore"):  # NaN (no star) compares False: not constrained
+        coverage = grid.d_centers[:, None, None] <= reliable[1][None]
+    return coverage, reliable
+
+
+def _default_grid(fit: FittedModel, grid: Grid | None) -> Grid:
     if grid is None:
         grid = fit.grid.refined(2.5)
     needed = _foreground_cells_needed(fit.grid, grid.d_min)
@@ -131,12 +195,12 @@ def _foreground_cells_needed(trained: Grid, d_min: float) -> int:
 
 @torch.no_grad()
 def predict(
-    fit: Fit,
+    fit: FittedModel,
     grid: Grid | None = None,
     *,
     samples: int = 200,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-    keep_samples: int = 0,
+    keep_samples: int | None = None,
     cell_variance: bool | None = None,
     seed: int = 0,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
@@ -147,7 +211,7 @@ def predict(
 
     Parameters
     ----------
-    fit : Fit
+    fit : FittedModel
     grid : Grid, optional
         Prediction grid; default the training grid refined 2.5× on each axis. Its foreground ghost cells are
         made as fine as the training grid's (the same ones where ``d_min`` is the same), so that extinction
@@ -156,8 +220,11 @@ def predict(
         Joint posterior samples drawn.
     percentiles : sequence of float
         Percentile levels (0-100) stored for density and extinction.
-    keep_samples : int
-        Number of density samples kept in the map (for ``query(mode="samples")``); 0 keeps none.
+    keep_samples : int, optional
+        Joint density samples kept in the map, for ``query(mode="samples")`` and ``"random_sample"``; default
+        :data:`dustgp.dustmap.DEFAULT_KEEP_SAMPLES` (12, or ``samples`` if fewer); 0 keeps none. Each costs one
+        float32 per cell: about 3.4 bytes per cell in NetCDF, so the default 12 add about 44 MB to a
+        100 × 100 × 107-cell map whose summaries take about 56 MB.
     cell_variance : bool, optional
         Add the variance that the inducing values leave out, ``K_xx - K_xz K_zz⁻¹ K_zx`` (O(n M²)). Default: as
         the model was trained. A ``method="newton"`` fit was trained with it (its ELBO holds the conditional
@@ -173,9 +240,8 @@ def predict(
         extinction to 600 pc of 1.50 mag against 1.15 mag without the noise, the stars saying 1.17 mag.
         Centred in density, integrals stay unbiased but the band is set by the prior wherever M is small
         compared with the cells, hiding what the stars say (same bundle: a 0.27-0.33 mag band, against
-        0.02 mag). It suits well-sampled maps, where σ² is small: on the Section 3 experiment (M = 1000,
-        120,000 stars, fits with seeds 2 and 3) the band held the truth in 54.4% and 59.5% of cells with it,
-        50.7% and 55.7% without, at the same median errors of 3.8% and 3.3% (``dustgp demo`` turns it on).
+        0.02 mag). It suits well-sampled maps, where σ² is small, such as the Section 3 experiment (``dustgp
+        demo`` turns it on; measured coverage with and without it: docs, Design notes, "Cell variance").
     seed : int
         Seeds the posterior draws.
     chunk_cells : int
@@ -188,11 +254,13 @@ def predict(
     Returns
     -------
     DustMap
+        With ``coverage`` (cells the stars constrain) and ``reliable_distance`` (nearest and farthest star per
+        column), see :func:`constrained_cells`, when the fit records its stars' distances. Unconstrained cells
+        always carry the conditional variance (their band widens toward the prior's), whatever ``cell_variance``.
     """
-    from . import __version__
-
     if samples < 2:
         raise ValueError(f"samples: expected at least 2 posterior samples, got {samples}")
+    keep_samples = keep_samples_for(keep_samples, samples)
     if not 0 <= keep_samples <= samples:
         raise ValueError(f"keep_samples: expected 0..{samples}, got {keep_samples}")
     grid = _default_grid(fit, grid)
@@ -214,6 +282,19 @@ def predict(
     weights = gp.projection(whitened, l_zz)  # (M, S)
     if cell_variance and trained_with_it:
         factors, index = _column_factors(gp, grid, l_zz, COVARIANCE_STRIDE)
+    star_distances = getattr(fit, "star_distances", None)
+    coverage, reliable = (None, None) if star_distances is None else constrained_cells(star_distances, fit.grid, grid)
+    # Without the cell variance, the band of an unconstrained cell would be that of the low-rank part alone, which
+    # collapses onto the prior mean away from the inducing points: narrower there than among the stars. Those
+    # cells get the conditional variance (centred in density, as cell_variance=True does everywhere for SVI), so
+    # their band widens toward the prior's. A generator of its own leaves the draws of constrained cells as they
+    # were.
+    widen = coverage is not None and not cell_variance and not bool(coverage.all())
+    if widen:
+        identity = torch.eye(l_zz.shape[0], dtype=dtype, device=dev)
+        l_zz_inverse = torch.linalg.solve_triangular(l_zz, identity, upper=False)
+        unconstrained = torch.as_tensor(~coverage.reshape(grid.n_d, grid.n_columns), device=dev)
+        edge_generator = torch.Generator(device=dev).manual_seed(seed + 1)
     lengths = torch.as_tensor(grid.path_lengths, dtype=torch.float32, device=dev)
     centres = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype).reshape(grid.n_d, grid.n_columns, 3)
     q = list(percentiles)
@@ -246,6 +327,13 @@ def predict(
             del k_xz
         else:
             phi = gp.phi(x, weights)
+            outside = unconstrained[:, cols].reshape(-1) if widen else None
+            if outside is not None and bool(outside.any()):
+                variance = gp.conditional_variance(gp.cross_covariance(x[outside]), l_zz_inverse)
+                noise = torch.randn(
+                    samples, variance.shape[0], dtype=dtype, device=dev, generator=edge_generator
+                )
+                phi[:, outside] += noise * variance.sqrt() - (0.5 * math.log(10.0)) * variance
         # summaries in float32: percentiles of 200 samples need no more, and sorting float64 takes twice as long
         rho = torch.pow(10.0, phi.float()).reshape(samples, grid.n_d, -1)
         ext = cumulative_extinction(rho, lengths)
@@ -268,6 +356,7 @@ def predict(
         "cell_variance": cell_variance,
         "iterations": fit.iterations,
         "stopped_by": fit.stopped_by,
+        "coverage_rule": "constrained: centre no farther than the farthest star of its training column",
     }
     return DustMap(
         grid=grid,
@@ -280,4 +369,6 @@ def predict(
         extinction_percentiles=out["a_pct"].reshape(n_q, *cube),
         density_samples=None if kept is None else kept.reshape(keep_samples, *cube),
         meta=meta,
+        coverage=coverage,
+        reliable_distance=reliable,
     )

@@ -7,7 +7,7 @@ for bare numbers (deg, deg, **kpc**), output shaped like the input coordinates w
 the last axis, NaN outside the map. :class:`DustgpQuery` (created on first use, so that dustgp does not need
 ``dustmaps``) is the same thing as a subclass of ``dustmaps.map_base.DustMap``.
 
-Extinction is continuous in distance. Each cell of the map is uniform (METHOD.md §2), so along a sightline the
+Extinction is continuous in distance. Each cell of the map is uniform (docs: Method §2), so along a sightline the
 extinction grows linearly inside a cell (the partial-cell term of the paper's Eq. 8):
 
 .. math:: A(d) = A(d_{j-1/2}) + \\rho_j \\, (d - d_{j-1/2}), \\qquad d_{j-1/2} \\le d \\le d_{j+1/2},
@@ -24,17 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
+from astropy.table import Column, Table
 
-if TYPE_CHECKING:
-    from .dustmap import DustMap
+from .dustmap import DustMap, register_product
+from .io import read_map
 
 # DustgpQuery is made on first access by the module __getattr__ below (it subclasses an optional dependency)
-__all__ = ["MODES", "DustMapQuery", "DustgpQuery", "QueryError", "extinction_plane"]  # noqa: F822
+__all__ = ["MODES", "DustMapQuery", "DustgpQuery", "QueryError", "extinction_plane", "query_table"]  # noqa: F822
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,11 @@ class DustMapQuery:
         flags = np.zeros(n, dtype=FLAGS_DTYPE)
         flags["in_bounds"] = valid
         flags["reliable_dist"] = valid & (d_a.ravel() >= self.dmap.grid.d_min)
+        if self.dmap.reliable_distance is not None:  # and no farther than the farthest star of the column
+            _, i_b, i_l = self.dmap.grid.locate(l_a.ravel(), b_a.ravel(), np.full(n, self.dmap.grid.d_min))
+            farthest = np.where(i_b >= 0, self.dmap.reliable_distance[1][i_b, i_l], np.nan)
+            with np.errstate(invalid="ignore"):  # NaN: no star in the column
+                flags["reliable_dist"] &= d_a.ravel() <= farthest
         flags = flags.reshape(shape)
         return out, (flags[()] if flags.ndim == 0 else flags)
 
@@ -313,7 +319,8 @@ class DustMapQuery:
             length.
         return_flags : bool
             Also return a structured array with fields ``in_bounds`` (inside the map) and ``reliable_dist``
-            (inside the map and beyond ``d_min``, where stars constrain it; ghost cells are not).
+            (inside the map, beyond ``d_min`` and, where the map records it, no farther than the farthest star
+            of the column: where stars constrain it; ghost cells are not).
 
         Returns
         -------
@@ -398,6 +405,100 @@ def extinction_plane(
     return DustMapQuery(dmap).query_lbd(l, b, d, mode=mode, pct=pct)
 
 
+#: Column names tried, in order, for each coordinate of a table by :func:`query_table`.
+TABLE_COLUMNS = {"l": ("l", "glon", "GLON"), "b": ("b", "glat", "GLAT"), "d": ("d", "distance", "dist")}
+
+
+def _table_column(table: Table, axis: str, name: str | None, unit: u.Unit) -> np.ndarray:
+    """A coordinate column as a float array in ``unit``; bare numbers are taken to be in ``unit``."""
+    names = (name,) if name else TABLE_COLUMNS[axis]
+    found = next((n for n in names if n in table.colnames), None)
+    if found is None:
+        raise QueryError(
+            f"table: expected a column {' or '.join(map(repr, names))} for {axis} ({unit}), got columns "
+            f"{', '.join(map(repr, table.colnames))}"
+        )
+    column = table[found]
+    if getattr(column, "unit", None) is not None and column.unit != unit:
+        try:
+            return u.Quantity(column).to_value(unit)
+        except u.UnitConversionError:
+            raise QueryError(f"column {found!r}: expected a unit convertible to {unit}, got {column.unit}") from None
+    return np.asarray(column, dtype=float)
+
+
+def query_table(
+    dmap: DustMap,
+    table: Table,
+    *,
+    columns: Sequence[str | None] = (None, None, None),
+    mode: str = "mean",
+    pct: float | Sequence[float] | None = None,
+    integrated: bool = True,
+    seed: int | np.random.Generator | None = None,
+) -> Table:
+    """Query a map at the positions of a table and return the table with the answers as new columns.
+
+    Parameters
+    ----------
+    dmap : DustMap
+    table : astropy.table.Table
+        Galactic longitude, latitude and distance columns; bare numbers are deg, deg and **pc** (a column with
+        a unit is converted).
+    columns : sequence of three str or None
+        Names of the (l, b, d) columns; ``None`` tries those of :data:`TABLE_COLUMNS` (``l``/``glon``,
+        ``b``/``glat``, ``d``/``distance``/``dist``).
+    mode, pct
+        As in :meth:`DustMapQuery.query`.
+    integrated : bool
+        Extinction from the Sun (``A_*`` columns, mag) or the density of the cell (``rho_*``, mag/pc).
+    seed : int, numpy.random.Generator or None
+        Seeds ``random_sample`` modes.
+
+    Returns
+    -------
+    astropy.table.Table
+        A copy of ``table`` with, for extinction, ``A_mean``, ``A_median``, ``A_std``, ``A_p<level>`` (one per
+        level), ``A_random_sample`` (or ``_per_pix``) or ``A_samples`` (a 2D column, one sample per entry), and
+        the flags ``in_map`` and ``reliable_dist`` (see :meth:`DustMapQuery.query`). NaN outside the map.
+
+    Raises
+    ------
+    QueryError
+        A missing coordinate column, a column in the wrong unit, an answer column the table already has, or
+        a query the map cannot answer.
+    """
+    if len(columns) != 3:
+        raise QueryError(f"columns: expected three names (l, b, d) or None, got {list(columns)}")
+    l = _table_column(table, "l", columns[0], u.deg)
+    b = _table_column(table, "b", columns[1], u.deg)
+    d = _table_column(table, "d", columns[2], u.pc)
+    query = DustMapQuery(dmap, integrated=integrated, seed=seed)
+    values, flags = query.query_lbd(l, b, d, mode=mode, pct=pct, return_flags=True)
+    prefix, unit = ("A", u.mag) if integrated else ("rho", u.mag / u.pc)
+    if mode == "percentile":
+        levels = np.atleast_1d(np.asarray(pct, dtype=float))
+        names = [f"{prefix}_p{level:g}" for level in levels]
+        parts = [values] if np.ndim(pct) == 0 else [values[:, i] for i in range(levels.size)]
+    else:
+        names, parts = [f"{prefix}_{mode}"], [values]
+    names += ["in_map", "reliable_dist"]
+    clash = [name for name in names if name in table.colnames]
+    if clash:
+        raise QueryError(f"table: already has column{'s' if len(clash) > 1 else ''} {', '.join(map(repr, clash))}")
+    out = table.copy(copy_data=False)
+    for name, part in zip(names, parts, strict=False):
+        out[name] = Column(part, unit=unit, copy=False)
+    out["in_map"] = flags["in_bounds"]
+    out["reliable_dist"] = flags["reliable_dist"]
+    # provenance under FITS-legal keys (8 characters), so that every table format keeps it
+    out.meta["DGP_MODE"] = mode
+    if pct is not None:
+        out.meta["DGP_PCT"] = ",".join(f"{level:g}" for level in np.atleast_1d(np.asarray(pct, dtype=float)))
+    out.meta["DGP_MAP"] = repr(dmap)
+    return out
+
+
 _DUSTGP_QUERY_CLASS: type | None = None
 
 
@@ -438,8 +539,6 @@ def _dustgp_query_class() -> type:
         ) -> None:
             super().__init__()
             if isinstance(map_or_path, str | PathLike):
-                from .io import read_map
-
                 map_or_path = read_map(map_or_path)
             self._query = DustMapQuery(map_or_path, integrated=integrated, seed=seed)
 
@@ -480,3 +579,6 @@ def __getattr__(name: str) -> Any:
     if name == "DustgpQuery":
         return _dustgp_query_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register_product("query", DustMapQuery)  # behind DustMap.query, query_gal and __call__

@@ -1,6 +1,6 @@
 """The sightline operator W (star × cell) and the sufficient statistics of the Gaussian likelihood.
 
-Model extinction to star i (METHOD.md §4, paper Eqs. 6-8):
+Model extinction to star i (docs: Method §4, paper Eqs. 6-8):
 
 .. math::
 
@@ -165,7 +165,7 @@ class GaussianStatistics:
         \\ln p(A \\mid \\rho) = -\\tfrac12 \\left[\\rho^\\top H \\rho - 2 g^\\top \\rho
         + \\sum_i A_i^2/\\sigma_i^2 + \\sum_i \\ln(2\\pi\\sigma_i^2)\\right]
 
-    with ``H = Wᵀ Σ⁻¹ W`` and ``g = Wᵀ Σ⁻¹ A`` (METHOD.md §10). H is block diagonal (one n_d × n_d block per
+    with ``H = Wᵀ Σ⁻¹ W`` and ``g = Wᵀ Σ⁻¹ A`` (docs: Design notes). H is block diagonal (one n_d × n_d block per
     sightline column) and every block has the structure of a sightline integral, so H is never stored. A star
     ending in cell J of its column, having crossed a fraction f of it, has model extinction ``C_J + f u_J`` with
     ``u_j = rho_j ℓ_j`` and ``C_J = Σ_{j<J} u_j``; summed over the stars of each cell,
@@ -208,21 +208,36 @@ class GaussianStatistics:
 
         ``extinction`` and ``sigma`` (mag) are per star of ``sightlines`` (already restricted to kept stars).
         """
-        grid = sightlines.grid
-        n_d, n_col = grid.n_d, grid.n_columns
         a = np.asarray(extinction, dtype=float)
         w = 1.0 / np.asarray(sigma, dtype=float) ** 2
-        f = sightlines.fraction
-        bins = sightlines.cell * n_col + sightlines.column
-        per_star = (w, w * f, w * f * f, w * a, w * f * a)  # S_0, S_1, S_2, T_0, T_1
-        moments = np.stack([np.bincount(bins, weights=v, minlength=n_d * n_col) for v in per_star])
-        moments = moments.reshape(5, n_d, n_col)
         constant = float(np.sum(w * a * a) + np.sum(np.log(2.0 * np.pi / w)))
+        return cls.from_weights(
+            sightlines, torch.as_tensor(a), torch.as_tensor(w), constant=constant, n_stars=len(sightlines)
+        ).to(dtype=dtype)
+
+    @classmethod
+    def from_weights(
+        cls, sightlines: Sightlines, extinction: torch.Tensor, weight: torch.Tensor, *, constant: float, n_stars: int
+    ) -> GaussianStatistics:
+        """The moments of stars with precision weights ``w`` (mag⁻²) and a given ``constant``, on their device.
+
+        Used for weighted node stars (:class:`dustgp.likelihood.StarLikelihood`): several rows per star, each
+        weighted by its share of the star's posterior.
+        """
+        grid = sightlines.grid
+        n_d, n_col = grid.n_d, grid.n_columns
+        device, dtype = weight.device, weight.dtype
+        f = torch.as_tensor(sightlines.fraction, dtype=dtype, device=device)
+        bins = torch.as_tensor(sightlines.cell * n_col + sightlines.column, device=device)
+        a = extinction.to(dtype)
+        wf = weight * f
+        per_star = (weight, wf, wf * f, weight * a, wf * a)  # S_0, S_1, S_2, T_0, T_1
+        moments = torch.stack([torch.bincount(bins, weights=v, minlength=n_d * n_col) for v in per_star])
         return cls(
-            moments=torch.as_tensor(moments, dtype=dtype),
-            path_lengths=torch.as_tensor(grid.path_lengths, dtype=dtype),
+            moments=moments.reshape(5, n_d, n_col),
+            path_lengths=torch.as_tensor(grid.path_lengths, dtype=dtype, device=device),
             constant=constant,
-            n_stars=len(sightlines),
+            n_stars=n_stars,
         )
 
     def to(self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GaussianStatistics:

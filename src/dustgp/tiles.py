@@ -1,6 +1,6 @@
 """Beyond one machine: fit a large region as overlapping tiles on a Dask cluster and blend them into one map.
 
-A region too big for one fit (METHOD.md §5 costs grow with the number of cells and of inducing points) is split
+A region too big for one fit (docs: Method §5 costs grow with the number of cells and of inducing points) is split
 into tiles in l, b and distance (:func:`plan_tiles`). Each tile is fitted on its own training grid, which is its
 *core* (the part of the region it is responsible for) plus a margin of ``overlap`` cells shared with each
 neighbour, and predicted on its piece of the prediction grid. :func:`fit_tiles` runs one task per tile on a
@@ -35,7 +35,7 @@ blended density (the weights do not depend on distance there).
 
 Distance tiles and the foreground
 ---------------------------------
-Only the nearest distance tiles have foreground ghost cells (METHOD.md §2). A far tile starts at its training
+Only the nearest distance tiles have foreground ghost cells (docs: Method §2). A far tile starts at its training
 ``d_min`` with no ghost cells; the dust in front of it is taken from the near tiles, which are fitted first
 (tiles run layer by layer, near to far). After a distance layer is done, its tiles are merged (with their l, b
 weights only) into that layer's extinction map, and each star of the next layer gets a *per-star foreground
@@ -73,6 +73,7 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 
+from ._version import __version__
 from .catalog import Catalog
 from .dustmap import DEFAULT_PERCENTILES, DustMap
 from .grid import Grid, GridError
@@ -840,7 +841,8 @@ def fit_tiles(
         tile).
     predict_options : mapping, optional
         Keyword arguments of :func:`dustgp.predict` for every tile (``samples``, ``percentiles``,
-        ``keep_samples``, ``seed``, ...).
+        ``keep_samples``, ``seed``, ...). Unlike ``predict``, a mosaic keeps no joint samples unless
+        ``keep_samples`` is given.
     torch_threads : int, optional
         Torch threads in each task (default: the worker's setting; a LocalCluster's workers get 1).
     task : callable, optional
@@ -878,8 +880,6 @@ def fit_tiles(
     >>> cluster = SLURMCluster(cores=4, memory="16GB"); cluster.scale(jobs=8)           # doctest: +SKIP
     >>> dmap = fit_tiles(catalog, grid, tiles=tiles, client=cluster)                    # doctest: +SKIP
     """
-    from . import __version__
-
     if retries < 0:
         raise ValueError(f"retries: expected >= 0, got {retries}")
     if not tiles:
@@ -888,7 +888,9 @@ def fit_tiles(
     predict_options = dict(predict_options or {})
     prediction_grid = grid.refined(2.5) if prediction_grid is None else prediction_grid
     q = np.asarray(predict_options.get("percentiles", DEFAULT_PERCENTILES), dtype=float)
-    keep = int(predict_options.get("keep_samples", 0))
+    # a mosaic keeps samples only when asked (a custom task may return tiles without them), and every tile then
+    # keeps as many; without keep_samples the tiles keep none rather than predict()'s default
+    keep = int(predict_options.setdefault("keep_samples", 0))
     task = fit_tile if task is None else task
     ordered = sorted(tiles, key=lambda t: t.index)
     layers = sorted({t.layer for t in ordered})

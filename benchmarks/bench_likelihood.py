@@ -1,0 +1,227 @@
+"""Real stars, real errors: the likelihoods on a realistic mock, side by side with its clean twin.
+
+The mock (``dustgp.simulate(structures="realistic")`` on the paper's Section 3 region): a near sheet, an elongated
+filament, a dense compact core and a far clump over a low background; 60,000 stars; Gaia-like fractional distance
+errors of 5-20% (the catalogue distance scattered, the error reported); 3% outliers of +0.3-1.5 mag with unchanged
+sigma; sigma_A = sqrt(0.05² + (0.05 A)²). Its clean twin is the same sky with true distances and no outliers: the
+information floor. Every case is fitted with ``method="newton"`` on the Section 3 training grid (20×20×35 + 2
+ghost cells, 500 inducing points), predicted on a 50×50×52 grid with 100 samples, and scored against the truth:
+
+* density: median and 90th percentile of |rho/rho_true - 1|, share of cells with the truth inside the 16-84% band;
+* extinction: share of cells whose true extinction (to the cell's far edge) lies inside the 16-84% band;
+* structures: the distance of the posterior-median density peak along each structure's own sightline, against
+  the true one (within one training cell?);
+* stars: the posterior predictive checks (share inside their predictive 16-84% interval, KS distance of the
+  normalised residuals to N(0, 1)) and, where the likelihood has an outlier class, recall and false flags.
+
+Cases: ``twin`` (Gaussian, the paper's), ``twin-robust`` (the default likelihood on clean data: what robustness
+costs), and on the realistic mock ``default`` (mixture + distance quadrature), ``student-t`` (+ quadrature),
+``moment`` (mixture + the moment-matched distance treatment), ``inflate`` (Gaussian + the catalogue's neighbour
+inflation, the old default) and ``gaussian`` (Gaussian, distance errors ignored).
+
+``--scale`` instead times the per-star part of one outer step (latent update, node statistics, column blocks) for
+10⁶ stars with K = 8 distance nodes on the 97,600-cell grid of ``bench_newton_scale.py``.
+
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 2 3 --cases twin default
+    .venv/bin/python benchmarks/bench_likelihood.py --scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import dustgp
+from bench_scaling import machine, versions
+from dustgp.distances import lognormal_nodes
+from dustgp.grid import Grid
+from dustgp.likelihood import StarLikelihood, StarNodes, cell_extinction_moments
+from dustgp.simulate import simulate
+from dustgp.validation import compare_to_truth
+
+HERE = Path(__file__).resolve().parent
+CHECKPOINTS = Path(tempfile.gettempdir()) / "dustgp-bench-likelihood"
+REGION = {"l": (50.0, 90.0), "b": (-10.0, 10.0), "d": (180.0, 500.0)}
+TRUTH = Grid(l=(*REGION["l"], 100), b=(*REGION["b"], 100), d=(*REGION["d"], 115), ghost_cells=0)
+TRAIN = Grid(l=(*REGION["l"], 20), b=(*REGION["b"], 20), d=(*REGION["d"], 35), ghost_cells=2)
+PREDICT = Grid(l=(*REGION["l"], 50), b=(*REGION["b"], 50), d=(*REGION["d"], 52), ghost_cells=2)
+MOCK = {
+    "n_stars": 60_000,
+    "structures": "realistic",
+    "noise": 0.05,
+    "noise_floor": 0.05,
+}
+REALISTIC = {"distance_errors": (0.05, 0.20), "outlier_fraction": 0.03, "outlier_amplitude": (0.3, 1.5)}
+FIT = {"inducing_points": 500, "length_scale": 20.0, "method": "newton"}
+CASES: dict[str, tuple[bool, dict[str, Any]]] = {  # (realistic mock?, fit options)
+    "twin": (False, {"likelihood": "gaussian", "error_floor": 0.0}),
+    "twin-robust": (False, {}),
+    "default": (True, {}),
+    "student-t": (True, {"likelihood": "student-t"}),
+    "moment": (True, {"distance_uncertainty": "moment"}),
+    "inflate": (True, {"likelihood": "gaussian", "distance_uncertainty": "inflate"}),
+    "gaussian": (True, {"likelihood": "gaussian", "distance_uncertainty": "none"}),
+}
+
+
+def structure_peaks(dmap: Any, sky: Any) -> dict[str, dict[str, float]]:
+    """Distance of the median-density peak on each structure's sightline, against the truth, pc."""
+    out = {}
+    grid = dmap.grid
+    region = dmap.region()
+    median = dmap.density(50).value
+    d = grid.d_centers[region]
+    for structure in sky.structures:
+        l, b = structure.sightline()
+        _, i_b, i_l = grid.locate(np.array([l]), np.array([b]), np.array([grid.d_min + 1.0]))
+        profile = median[region, int(i_b[0]), int(i_l[0])]
+        found = float(d[int(np.argmax(profile))])
+        true = float(sky.peak_distance(structure.name))
+        out[structure.name] = {"true_pc": true, "found_pc": found, "error_pc": found - true}
+    return out
+
+
+def score_stars(fitted: Any, sky: Any) -> dict[str, Any]:
+    summary = fitted.posterior_predictive()
+    table = fitted.star_checks
+    if table is not None and sky.outlier.any():
+        truth = sky.outlier[np.asarray(table["row_index"])]
+        flagged = np.asarray(table["flagged"], bool)
+        summary["outlier_recall"] = float(np.sum(flagged & truth) / max(truth.sum(), 1))
+        summary["false_flags"] = int(np.sum(flagged & ~truth))
+    return summary
+
+
+def run_case(name: str, seed: int) -> dict[str, Any]:
+    CHECKPOINTS.mkdir(exist_ok=True)
+    realistic, options = CASES[name]
+    sky = simulate(TRUTH, seed=seed, **MOCK, **(REALISTIC if realistic else {}))
+    t0 = time.perf_counter()
+    checkpoint = CHECKPOINTS / f"{name}-seed{seed}.ckpt"  # a finished fit is not fitted again when the run is repeated
+    if checkpoint.exists():
+        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **FIT, **options)
+    else:
+        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, checkpoint=checkpoint, **FIT, **options)
+    fit_seconds = fitted.seconds
+    t0 = time.perf_counter()
+    dmap = fitted.predict(PREDICT, samples=100, progress=False)
+    predict_seconds = time.perf_counter() - t0
+    truth = compare_to_truth(dmap, sky)
+    peaks = structure_peaks(dmap, sky)
+    cell = float(TRAIN.path_lengths[-1])
+    return {
+        "case": name,
+        "seed": seed,
+        "realistic": realistic,
+        "options": options,
+        "steps": fitted.iterations,
+        "converged": fitted.converged,
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "truth": truth.to_dict(),
+        "peaks": peaks,
+        "peaks_within_one_training_cell": all(abs(p["error_pc"]) <= cell for p in peaks.values()),
+        "training_cell_pc": cell,
+        "stars": score_stars(fitted, sky),
+        "hyperparameters": fitted.hyperparameters(),
+    }
+
+
+def scale_row(n_stars: int = 1_000_000, k: int = 8) -> dict[str, Any]:
+    """Seconds and memory of the per-star part of one outer step at 10⁶ stars × K nodes."""
+    grid = Grid(l=(50, 90, 61), b=(-10, 10, 40), d=(180, 500, 38), ghost_cells=2)  # 97,600 cells
+    rng = np.random.default_rng(0)
+    l, b = rng.uniform(50, 90, n_stars), rng.uniform(-10, 10, n_stars)
+    d = 180.0 + 320.0 * rng.uniform(0, 1, n_stars) ** (1 / 3)
+    a = 0.002 * (d - 100.0) + rng.normal(0, 0.05, n_stars)
+    t0 = time.perf_counter()
+    nodes = StarNodes.build(grid, l, b, *lognormal_nodes(d, 0.1 * d, k))
+    like = StarLikelihood(nodes, a, np.full(n_stars, 0.05), noise="mixture")
+    setup = time.perf_counter() - t0
+    mean = torch.full((grid.n_columns, grid.n_d), -2.7, dtype=torch.float64)
+    cov = 0.01 * torch.eye(grid.n_d, dtype=torch.float64).expand(grid.n_columns, -1, -1).contiguous()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        moments = cell_extinction_moments(mean, cov, torch.as_tensor(grid.path_lengths))
+        like.update(moments)
+        stats = like.statistics()
+        stats.column_blocks()
+        times.append(time.perf_counter() - t0)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {
+        "n_stars": n_stars,
+        "nodes_per_star": k,
+        "node_stars": len(nodes),
+        "cells": grid.n_cells,
+        "setup_seconds": setup,
+        "seconds_per_outer_step": times,
+        "median_seconds": float(np.median(times)),
+        "peak_rss_gb": peak_gb,
+    }
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'case':12s} {'seed':>4s} {'steps':>5s} {'conv':>5s} {'fit s':>7s} {'med err':>8s} {'q90':>7s} "
+        f"{'cov rho':>8s} {'cov A':>6s} {'peaks':>6s} {'PPC in':>7s} {'KS':>6s} {'recall':>7s} {'false':>6s}"
+    )
+    print(head)
+    for r in rows:
+        t, s = r["truth"], r["stars"]
+        print(
+            f"{r['case']:12s} {r['seed']:4d} {r['steps']:5d} {r['converged']!s:>5s} {r['fit_seconds']:7.0f} "
+            f"{t['median_relative_error']:8.2%} {t['p90_relative_error']:7.1%} {t['coverage_16_84']:8.1%} "
+            f"{t['extinction_coverage_16_84']:6.1%} {r['peaks_within_one_training_cell']!s:>6s} "
+            f"{s.get('inside_16_84', float('nan')):7.1%} {s.get('ks_statistic', float('nan')):6.3f} "
+            f"{s.get('outlier_recall', float('nan')):7.1%} {s.get('false_flags', -1):6d}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--scale", action="store_true", help="time the per-star terms at 10^6 stars x 8 nodes")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
+    args = parser.parse_args()
+    record: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+        "versions": versions(),
+    }
+    if args.scale:
+        row = scale_row()
+        record["scale"] = row
+        print(json.dumps(row, indent=2))
+        out = args.out or HERE / "results" / "likelihood-scale.json"
+    else:
+        record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": FIT}
+        rows = []
+        for seed in args.seeds:
+            for name in args.cases:
+                rows.append(run_case(name, seed))
+                print_rows(rows[-1:])
+                print(json.dumps(rows[-1], default=str), flush=True)
+        record["rows"] = rows
+        print()
+        print_rows(rows)
+        tag = "-".join(str(s) for s in args.seeds)
+        out = args.out or HERE / "results" / f"likelihood-seeds{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

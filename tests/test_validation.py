@@ -1,0 +1,83 @@
+"""Accuracy reports: against a simulated truth (maps built from the truth itself) and on held-out stars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dustgp.catalog import Catalog
+from dustgp.dustmap import DustMap
+from dustgp.grid import Grid
+from dustgp.simulate import SimulatedSky, simulate
+from dustgp.validation import compare_to_truth, holdout_report
+from known_maps import make_map
+
+REGION = Grid(l=(60, 70, 10), b=(-4, 4, 8), d=(150, 300, 15), ghost_cells=0)
+#: The truth's own layout: simulate integrates the stars' extinctions on the region plus one foreground cell, with
+#: cell-centre densities, so a map on this grid holding the true density predicts the true extinctions exactly.
+GRID = REGION.with_ghost_cells(1)
+#: make_map stores percentile q as (1 + (q - 50)/100) x the value: the 16-84% band is 0.66 .. 1.34 x the median.
+BAND = (0.66, 1.34)
+
+
+@pytest.fixture(scope="module")
+def sky() -> SimulatedSky:
+    return simulate(REGION, n_stars=2000, n_clumps=1, seed=2)
+
+
+def scaled_truth(sky: SimulatedSky, factor: float) -> DustMap:
+    return make_map(GRID, factor * sky.density_on(GRID))
+
+
+def test_the_truth_itself_scores_perfectly(sky: SimulatedSky) -> None:
+    report = compare_to_truth(scaled_truth(sky, 1.0), sky)
+    assert report.median_relative_error == report.p90_relative_error == report.max_relative_error == 0.0
+    assert report.coverage_16_84 == 1.0
+    assert report.underestimated_fraction == 0.0
+    # predicted and true extinctions are the same sums of ~16 terms: equal to float64 rounding
+    assert report.extinction_median_residual == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.1, 2.0])
+def test_a_scaled_truth_scores_what_the_scale_implies(sky: SimulatedSky, factor: float) -> None:
+    report = compare_to_truth(scaled_truth(sky, factor), sky)
+    # every cell is off by exactly |factor - 1|
+    for value in (report.median_relative_error, report.p90_relative_error, report.max_relative_error):
+        assert value == pytest.approx(abs(factor - 1.0), rel=1e-12)
+    # the truth is inside the band 0.66 .. 1.34 x factor x truth everywhere or nowhere
+    inside = BAND[0] * factor <= 1.0 <= BAND[1] * factor
+    assert report.coverage_16_84 == (1.0 if inside else 0.0)
+    # a star is underestimated when factor x A_true < A_true - sigma, i.e. sigma < (1 - factor) A_true
+    truth, sigma = sky.true_extinction, sky.catalog.extinction_err
+    assert report.underestimated_fraction == pytest.approx(np.mean(sigma < (1.0 - factor) * truth), abs=1e-12)
+    assert report.extinction_median_residual == pytest.approx(np.median((factor - 1.0) * truth), rel=1e-9)
+
+
+def test_holdout_chi2_of_known_residuals() -> None:
+    # constant 1e-3 mag/pc from the Sun: the map's mean extinction is 1e-3 d and its std 0.2 x that (make_map)
+    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
+    dmap = make_map(grid, 1e-3)
+    d = np.array([150.0, 250.0, 350.0, 450.0, 300.0])
+    a_map = 1e-3 * d
+    offset, sigma = 0.1, 0.05
+    held_out = Catalog.from_arrays(
+        l=[62.0, 64.0, 66.0, 68.0, 100.0],  # the last star is off the map and must not count
+        b=[0.0, 1.0, -1.0, 2.0, 0.0],
+        distance=d,
+        extinction=a_map + offset,
+        extinction_err=np.full(5, sigma),
+    )
+    report = holdout_report(dmap, held_out)
+    assert report.n_stars == 4
+    expected = np.mean(offset**2 / (sigma**2 + (0.2 * a_map[:4]) ** 2))
+    assert report.reduced_chi2 == pytest.approx(expected, rel=1e-9)
+    assert report.median_residual == pytest.approx(offset, rel=1e-9)
+
+
+def test_holdout_with_no_star_on_the_map_is_nan() -> None:
+    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
+    away = Catalog.from_arrays(l=[200.0], b=[0.0], distance=[300.0], extinction=[0.3], extinction_err=[0.05])
+    report = holdout_report(make_map(grid, 1e-3), away)
+    assert report.n_stars == 0
+    assert np.isnan(report.reduced_chi2)
+    assert np.isnan(report.median_residual)
