@@ -295,9 +295,8 @@ def _sightline_with_a_cloud(d: np.ndarray) -> np.ndarray:
     return 1e-3 * d + 0.5 * np.clip((d - 300.0) / 20.0, 0.0, 1.0)
 
 
-@pytest.fixture(scope="module")
-def distance_error_fits():
-    """Fits of one sightline bundle with and without the distance errors folded in, and points to judge them at.
+def _distance_error_bundle(*, inflate: bool):
+    """One sightline bundle with 15% distance errors: its catalogue, grid and 4000 random points of the region.
 
     15% distance errors against sigma_A = 0.05 mag: behind the cloud a star's catalogue distance can be off by
     the cloud's whole depth, so a fit that ignores distance errors is too sure of a smeared map.
@@ -312,12 +311,19 @@ def distance_error_fits():
     keep = (d_obs > grid.d_min) & (d_obs < grid.d_max)
     n_points = 4000  # random points of the region, away from the ends of the star population
     points = rng.uniform(100, 104, n_points), rng.uniform(-2, 2, n_points), rng.uniform(100, 900, n_points)
+    catalog = dustgp.Catalog.from_arrays(
+        l[keep], b[keep], d_obs[keep], a_obs[keep], np.full(keep.sum(), sigma_a),
+        distance_err=frac * d_obs[keep], inflate=inflate,
+    )  # fmt: skip
+    return catalog, grid, points
+
+
+@pytest.fixture(scope="module")
+def distance_error_fits():
+    """Fits of the bundle with and without the distance errors folded in, and points to judge them at."""
     fits = {}
     for inflate in (True, False):
-        catalog = dustgp.Catalog.from_arrays(
-            l[keep], b[keep], d_obs[keep], a_obs[keep], np.full(keep.sum(), sigma_a),
-            distance_err=frac * d_obs[keep], inflate=inflate,
-        )  # fmt: skip
+        catalog, grid, points = _distance_error_bundle(inflate=inflate)
         assert bool(np.any(catalog.inflation > 0)) == inflate
         fit = dustgp.fit(
             catalog,
@@ -376,19 +382,7 @@ def test_distance_quadrature_recovers_the_cloud_best() -> None:
     # The same bundle fitted by newton three ways: distance errors ignored, folded into sigma_A, and averaged over
     # each star's distance posterior. Only the average moves stars along their sightlines, so it recovers the
     # true extinction best (measured: median |A - A_true| 0.015 mag against 0.023 for both others, tests' seed).
-    rng = np.random.default_rng(2022)
-    n, frac, sigma_a = 3000, 0.15, 0.05
-    d_true = rng.uniform(50.0, 1000.0, n)
-    d_obs = d_true * (1.0 + frac * rng.standard_normal(n))
-    l, b = rng.uniform(100.0, 104.0, n), rng.uniform(-2.0, 2.0, n)
-    a_obs = _sightline_with_a_cloud(d_true) + sigma_a * rng.standard_normal(n)
-    grid = Grid(l=(100, 104, 2), b=(-2, 2, 2), d=(60, 990, 31), ghost_cells=1)
-    keep = (d_obs > grid.d_min) & (d_obs < grid.d_max)
-    catalog = dustgp.Catalog.from_arrays(
-        l[keep], b[keep], d_obs[keep], a_obs[keep], np.full(keep.sum(), sigma_a), distance_err=frac * d_obs[keep],
-        inflate=False,
-    )  # fmt: skip
-    points = rng.uniform(100, 104, 4000), rng.uniform(-2, 2, 4000), rng.uniform(100, 900, 4000)
+    catalog, grid, points = _distance_error_bundle(inflate=False)
     truth = _sightline_with_a_cloud(points[2])
     error = {}
     for treatment in ("none", "inflate", "quadrature"):
