@@ -1,10 +1,13 @@
-"""Shared fixtures: seeded random generators and the path to the shared real data."""
+"""Shared fixtures: seeded random generators, the path to the shared real data, the CLI as on a terminal."""
 
+import logging
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
+
+from dustgp.cli import main
 
 matplotlib.use("Agg")
 
@@ -21,3 +24,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def terminal(capsys: pytest.CaptureFixture[str]):
+    """Run ``main`` with logging as on a terminal (no pytest handlers on the root logger): (status, stderr lines)."""
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        root = logging.getLogger()
+        saved, level = root.handlers[:], root.level
+        for handler in saved:
+            root.removeHandler(handler)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        finally:
+            for handler in root.handlers[:]:  # the stderr handler main() installed
+                root.removeHandler(handler)
+            for handler in saved:
+                root.addHandler(handler)
+            root.setLevel(level)
+        return code, capsys.readouterr().err.splitlines()
+
+    return run

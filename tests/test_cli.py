@@ -1,7 +1,6 @@
 """The command line, end to end on a tiny run file, and the run-file checks."""
 
 import json
-import logging
 import re
 import signal
 import subprocess
@@ -181,29 +180,6 @@ def test_run_file_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 # ---- errors: one line on stderr, exit status 2 for what the user gave, 1 for a failed computation -------------
-
-
-@pytest.fixture
-def terminal(capsys: pytest.CaptureFixture[str]):
-    """Run ``main`` with logging as on a terminal (no pytest handlers on the root logger): (status, stderr lines)."""
-
-    def run(*args: str) -> tuple[int, list[str]]:
-        root = logging.getLogger()
-        saved, level = root.handlers[:], root.level
-        for handler in saved:
-            root.removeHandler(handler)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        finally:
-            for handler in root.handlers[:]:  # the stderr handler main() installed
-                root.removeHandler(handler)
-            for handler in saved:
-                root.addHandler(handler)
-            root.setLevel(level)
-        return code, capsys.readouterr().err.splitlines()
-
-    return run
 
 
 def assert_one_error_line(err: list[str], message: str) -> None:

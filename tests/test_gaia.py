@@ -414,41 +414,23 @@ def test_cli_negative_bounds_as_users_write_them(capsys: pytest.CaptureFixture) 
     assert "AND b >= -25.5 AND b < -21.16" in out
 
 
-def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, list[str]]:
-    """``main(args)`` with main's own stderr handler (not pytest's log capture): status and stderr lines."""
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
-    for handler in saved:
-        root.removeHandler(handler)
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved:
-            root.addHandler(handler)
-        root.setLevel(level)
-    return code, capsys.readouterr().err.splitlines()
-
-
 def test_cli_user_errors_are_one_line_and_status_2(
-    tmp_path: Path, tap: FakeTap, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, tap: FakeTap, monkeypatch: pytest.MonkeyPatch, terminal
 ) -> None:
     base = ["fetch", "gaia", "--l", "180,190", "--b=-25,-20", "--d", "250,550", "--quiet"]
-    code, err = run_cli(capsys, *base, "--out", str(tmp_path / "missing" / "stars.fits"))
+    code, err = terminal(*base, "--out", str(tmp_path / "missing" / "stars.fits"))
     assert code == 2
     assert len(err) == 1
     assert err[0].startswith("ERROR dustgp:")
     assert "no such directory" in err[0]
-    code, err = run_cli(capsys, *base, "--d", "550,250", "--out", str(tmp_path / "stars.fits"))
+    code, err = terminal(*base, "--d", "550,250", "--out", str(tmp_path / "stars.fits"))
     assert code == 2
     assert len(err) == 1
     assert "d: expected 0 <= lo < hi pc, got (550, 250)" in err[0]
     tap.fail = {i: math.inf for i in range(8)}
     monkeypatch.setattr(gaia, "default_service", lambda url=gaia.GAIA_TAP_URL: tap)
     args = ["--out", str(tmp_path / "stars.fits"), "--retries", "0", "--chunk-deg", "2.5"]
-    code, err = run_cli(capsys, *base, *args, "--cache", str(tmp_path / "cache"))
+    code, err = terminal(*base, *args, "--cache", str(tmp_path / "cache"))
     assert code == 2
     assert len(err) == 1
     assert err[0].startswith("ERROR dustgp: could not fetch sky chunk 1 of 8")

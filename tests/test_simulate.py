@@ -1,7 +1,6 @@
 """Simulated skies: the paper's sky draw for draw, the realistic structures, and the observation model's options."""
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 from astropy.table import Table
 from scipy import stats
 
-from dustgp.cli import main
 from dustgp.grid import Grid, lbd_to_xyz
 from dustgp.simulate import (
     BACKGROUND,
@@ -306,28 +304,9 @@ def test_custom_structures() -> None:
 # ---- the command line -----------------------------------------------------------------------------------------
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
-    """``main`` with logging as on a terminal (no pytest handlers on the root logger): (status, stderr lines)."""
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
-    for handler in saved:
-        root.removeHandler(handler)
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved:
-            root.addHandler(handler)
-        root.setLevel(level)
-    return code, capsys.readouterr().err.splitlines()
-
-
-def test_cli_writes_a_realistic_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_a_realistic_catalogue(tmp_path: Path, terminal) -> None:
     out = tmp_path / "stars.fits"
-    code, _ = _run(
-        capsys,
+    code, _ = terminal(
         *("simulate", str(out), "--n-stars", "2000", "--structures", "realistic", "--seed", "3"),
         *("--distance-errors", "0.05,0.2", "--outlier-fraction", "0.03", "--outlier-amplitude", "0.3,1.5"),
         *("--noise", "0.05", "--noise-floor", "0.05", "--quiet"),
@@ -362,9 +341,9 @@ def test_cli_writes_a_realistic_catalogue(tmp_path: Path, capsys: pytest.Capture
     assert json.loads(table.meta["dustgp_simulate"])["background"] == REALISTIC_BACKGROUND
 
 
-def test_cli_default_table_has_no_new_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_default_table_has_no_new_columns(tmp_path: Path, terminal) -> None:
     out = tmp_path / "stars.ecsv"
-    assert _run(capsys, "simulate", str(out), "--n-stars", "50", "--quiet")[0] == 0
+    assert terminal("simulate", str(out), "--n-stars", "50", "--quiet")[0] == 0
     table = Table.read(out)
     assert not {"distance_err", "distance_lower", "outlier"} & set(table.colnames)
     np.testing.assert_array_equal(table["A0"], paper_experiment(n_stars=50, seed=0).catalog.extinction)
@@ -384,9 +363,9 @@ def test_cli_default_table_has_no_new_columns(tmp_path: Path, capsys: pytest.Cap
     ],
 )
 def test_cli_bad_options_are_one_line_and_status_2(
-    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    flags: list[str], message: str, tmp_path: Path, terminal
 ) -> None:
-    code, err = _run(capsys, "simulate", str(tmp_path / "s.fits"), "--n-stars", "10", *flags, "--quiet")
+    code, err = terminal("simulate", str(tmp_path / "s.fits"), "--n-stars", "10", *flags, "--quiet")
     assert code == 2
     assert len(err) == 1
     assert re.search(r"^ERROR dustgp: .*" + message, err[0]), err
