@@ -47,7 +47,7 @@ import dustgp
 from bench_fit import FULL as SECTION3_FULL
 from bench_fit import failed_row, fit_and_score, machine, predict_accepts_none, print_table, section3, write_json
 from bench_scaling import memory_probe, region_grid, versions
-from dustgp.newton import NewtonOptimizer
+from dustgp.fitting.newton import NewtonOptimizer
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("newton", "svi")

@@ -1,5 +1,5 @@
 """Forward + backward of ``K_xz @ weights``: plain autograd (as ``DustGP.phi`` writes it) against
-:func:`dustgp.kernels.rbf_project`.
+:func:`dustgp.projection.rbf_project`.
 
 Usage::
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dustgp.kernels import Workspace, rbf_project
+from dustgp.projection import Workspace, rbf_project
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel.json"
 GEOMETRIES = {"compact": 3.0, "wide": 10.0}

@@ -43,7 +43,7 @@ import torch
 
 import dustgp
 from bench_scaling import machine, versions
-from dustgp.distances import lognormal_nodes
+from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
 from dustgp.likelihood import StarLikelihood, StarNodes, cell_extinction_moments
 from dustgp.simulate import simulate
@@ -78,7 +78,7 @@ def structure_peaks(dmap: Any, sky: Any) -> dict[str, dict[str, float]]:
     """Distance of the median-density peak on each structure's sightline, against the truth, pc."""
     out = {}
     grid = dmap.grid
-    region = dmap.region()
+    region = dmap.region_slice
     median = dmap.density(50).value
     d = grid.d_centers[region]
     for structure in sky.structures:

@@ -19,7 +19,7 @@ import torch
 
 import dustgp
 from bench_scaling import REGION, Stars, machine, memory_probe, region_grid, versions
-from dustgp import newton
+from dustgp.fitting import newton
 
 HERE = Path(__file__).resolve().parent
 

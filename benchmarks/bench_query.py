@@ -33,9 +33,9 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 import dustgp
-from dustgp.dustmap import DEFAULT_KEEP_SAMPLES, DustMap
 from dustgp.grid import Grid
 from dustgp.io import read_map, write_netcdf
+from dustgp.posterior_map import DEFAULT_KEEP_SAMPLES, PosteriorMap
 from dustgp.query import DustMapQuery, query_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "query.json"
@@ -51,7 +51,7 @@ MODES = [
 ]
 
 
-def make_map(n_samples: int, seed: int = 0) -> DustMap:
+def make_map(n_samples: int, seed: int = 0) -> PosteriorMap:
     grid = Grid(l=(50, 90, 100), b=(-10, 10, 100), d=(180, 500, 105), ghost_cells=2)
     rng = np.random.default_rng(seed)
     rho = rng.lognormal(-6.5, 1.0, grid.shape)
@@ -59,7 +59,7 @@ def make_map(n_samples: int, seed: int = 0) -> DustMap:
     levels = np.array([2.5, 16.0, 50.0, 84.0, 97.5])
     factors = (1.0 + (levels - 50.0) / 100.0)[:, None, None, None]
     samples = (rho * rng.lognormal(0.0, 0.3, (n_samples, *grid.shape))).astype(np.float32)
-    return DustMap(
+    return PosteriorMap(
         grid=grid,
         percentiles=levels,
         density_mean=rho,
@@ -99,7 +99,7 @@ def machine() -> dict:
     }
 
 
-def cli_rows(dmap: DustMap, l: np.ndarray, b: np.ndarray, d: np.ndarray) -> list[dict]:
+def cli_rows(dmap: PosteriorMap, l: np.ndarray, b: np.ndarray, d: np.ndarray) -> list[dict]:
     """``dustgp query MAP --table IN --out OUT`` on all the points, once, end to end and phase by phase.
 
     The command runs in a fresh interpreter (start-up, imports, reading the map with its samples, reading the

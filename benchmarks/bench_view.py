@@ -29,8 +29,8 @@ from playwright.sync_api import sync_playwright
 
 import dustgp
 from bench_query import make_map
-from dustgp.dustmap import DEFAULT_KEEP_SAMPLES
 from dustgp.io import read_map
+from dustgp.posterior_map import DEFAULT_KEEP_SAMPLES
 from dustgp.view import render_html
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -44,24 +44,45 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "none"  # the numpydoc sections carry types and units; signatures stay short
 
 
-def _public_modules() -> list[str]:
-    """Every module of the package but the private ones, in file order: the API reference follows the code."""
-    names = []
-    for path in sorted(SRC.glob("*.py")):
-        if path.stem.startswith("_"):
+def _public_modules() -> dict[str, list[str]]:
+    """Every public module and package, in file order, each with its public submodules (a package's page documents
+    the names it exports, then says what each of its modules holds): the API reference follows the code."""
+    found: dict[str, list[str]] = {}
+    for path in sorted([*SRC.glob("*.py"), *SRC.glob("*/__init__.py")]):
+        if path.parent == SRC and path.name == "__init__.py":
+            continue  # the package root: its names are those of the modules below
+        package = path.name == "__init__.py"
+        name = path.parent.name if package else path.stem
+        if name.startswith("_"):
             continue
         ast.parse(path.read_text())  # a syntax error shows here, not as a confusing autodoc warning
-        names.append(path.stem)
-    return names
+        found[name] = []
+        if package:
+            for sub in sorted(path.parent.glob("*.py")):
+                if not sub.stem.startswith("_"):
+                    ast.parse(sub.read_text())
+                    found[name].append(sub.stem)
+    return dict(sorted(found.items()))
+
+
+def _api_page(name: str, submodules: list[str]) -> str:
+    title = f"dustgp.{name}"
+    text = f"{title}\n{'=' * len(title)}\n\n.. automodule:: dustgp.{name}\n"
+    if not submodules:
+        return text
+    # the package's own names (its __all__), documented once here under their public path
+    text += "   :imported-members:\n\nModules\n-------\n"
+    for sub in submodules:
+        text += f"\n.. automodule:: dustgp.{name}.{sub}\n   :no-members:\n"
+    return text
 
 
 def _write_api_pages() -> None:
     out = HERE / "api" / "generated"
     out.mkdir(parents=True, exist_ok=True)
     modules = _public_modules()
-    for name in modules:
-        title = f"dustgp.{name}"
-        text = f"{title}\n{'=' * len(title)}\n\n.. automodule:: dustgp.{name}\n"
+    for name, submodules in modules.items():
+        text = _api_page(name, submodules)
         page = out / f"{name}.rst"
         if not page.exists() or page.read_text() != text:  # unchanged pages keep their time stamps
             page.write_text(text)

@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded random generators, the path to the shared real data, the CLI as on a terminal."""
+"""Shared fixtures: seeded random generators, the path to the shared real data, the CLI as on a terminal, an in-process
+Dask cluster."""
 
 import logging
 from pathlib import Path
@@ -47,3 +48,12 @@ def terminal(capsys: pytest.CaptureFixture[str]):
         return code, capsys.readouterr().err.splitlines()
 
     return run
+
+
+@pytest.fixture(scope="module")
+def local_client():
+    """An in-process Dask cluster's Client, one per test module (see tiles_support.local_cluster)."""
+    from tiles_support import local_cluster  # imported here: it loads dustgp.tiles, which most tests never need
+
+    with local_cluster() as client:
+        yield client

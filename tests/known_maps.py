@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dustgp.dustmap import DustMap
 from dustgp.grid import Grid
+from dustgp.posterior_map import PosteriorMap
 
 LEVELS = (2.5, 16.0, 50.0, 84.0, 97.5)
 
 
 def make_map(
     grid: Grid, density: np.ndarray | float, *, n_samples: int = 0, seed: int = 0, scatter: float = 0.3
-) -> DustMap:
+) -> PosteriorMap:
     """A map whose summaries follow from a known density field (no fit).
 
     Samples are the density times independent log-normal factors per cell; the stored percentiles are the
@@ -23,7 +23,7 @@ def make_map(
     ext = np.cumsum(rho * grid.path_lengths[:, None, None], axis=0)
     factors = np.array([1.0 + (q - 50.0) / 100.0 for q in LEVELS])[:, None, None, None]
     samples = rho * rng.lognormal(0.0, scatter, (n_samples, *grid.shape)) if n_samples else None
-    return DustMap(
+    return PosteriorMap(
         grid=grid,
         percentiles=np.array(LEVELS),
         density_mean=rho,

@@ -12,9 +12,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy_healpix import healpix_to_lonlat, nside_to_pixel_resolution
 
-from dustgp.dustmap import DustMap
 from dustgp.emission import EmissionRatio, HealpixSky, emission_ratio, healpix_from_hdu, reproject_to_grid
 from dustgp.grid import Grid
+from dustgp.posterior_map import PosteriorMap
 
 C = 2.5  # mag per emission unit: emission = A / C
 GRID = Grid(l=(40, 80, 40), b=(-10, 10, 20), d=(100, 300, 4), ghost_cells=1)
@@ -27,12 +27,12 @@ def f(l: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 + 0.5 * (((np.asarray(l) - 60.0 + 180.0) % 360.0) - 180.0) / 20.0 + 0.3 * np.asarray(b) / 10.0
 
 
-def make_map() -> DustMap:
+def make_map() -> PosteriorMap:
     # uniform density along each sightline, chosen so that the extinction to d_max is f at the pixel centre
     b, l = np.meshgrid(GRID.b_centers, GRID.l_centers, indexing="ij")
     rho = np.broadcast_to(f(l, b) / GRID.d_max, GRID.shape).copy()
     ext = np.cumsum(rho * GRID.path_lengths[:, None, None], axis=0)
-    return DustMap(
+    return PosteriorMap(
         grid=GRID,
         percentiles=np.array([50.0]),
         density_mean=rho,
@@ -45,7 +45,7 @@ def make_map() -> DustMap:
 
 
 @pytest.fixture(scope="module")
-def dmap() -> DustMap:
+def dmap() -> PosteriorMap:
     return make_map()
 
 
@@ -91,7 +91,7 @@ def healpix_hdu(
 
 # ----- HEALPix ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("order", ["ring", "nested"])
-def test_emission_proportional_to_extinction_gives_ratio_one(dmap: DustMap, order: str, tmp_path: Path) -> None:
+def test_emission_proportional_to_extinction_gives_ratio_one(dmap: PosteriorMap, order: str, tmp_path: Path) -> None:
     values = healpix_emission(128, order)
     path = tmp_path / f"tau_{order}.fits"
     fits.HDUList([fits.PrimaryHDU(), healpix_hdu(values, order)]).writeto(path)
@@ -106,7 +106,7 @@ def test_emission_proportional_to_extinction_gives_ratio_one(dmap: DustMap, orde
 
 
 @pytest.mark.parametrize("order", ["ring", "nested"])
-def test_doubled_emission_halves_the_ratio(dmap: DustMap, order: str) -> None:
+def test_doubled_emission_halves_the_ratio(dmap: PosteriorMap, order: str) -> None:
     values = healpix_emission(128, order, doubled=True)
     result = emission_ratio(dmap, (values, order), method="bilinear")
     l = GRID.l_centers[None, :] * np.ones((GRID.n_b, 1))
@@ -118,7 +118,7 @@ def test_doubled_emission_halves_the_ratio(dmap: DustMap, order: str) -> None:
     assert result.median == pytest.approx(C, rel=1e-12)
 
 
-def test_nearest_pixel_sampling(dmap: DustMap) -> None:
+def test_nearest_pixel_sampling(dmap: PosteriorMap) -> None:
     nside = 128
     result = emission_ratio(dmap, HealpixSky(healpix_emission(nside, "nested"), order="nested"), method="nearest")
     # the pixel centre holding a point is less than one pixel-resolution away: first-order bound, twice
@@ -127,7 +127,7 @@ def test_nearest_pixel_sampling(dmap: DustMap) -> None:
     np.testing.assert_allclose(result.ratio, 1.0, atol=bound)
 
 
-def test_equatorial_healpix_is_rotated(dmap: DustMap) -> None:
+def test_equatorial_healpix_is_rotated(dmap: PosteriorMap) -> None:
     nside = 128
     values = healpix_emission(nside, "ring", frame="icrs")
     result = emission_ratio(dmap, healpix_hdu(values, "ring", coordsys="C"))
@@ -137,7 +137,7 @@ def test_equatorial_healpix_is_rotated(dmap: DustMap) -> None:
         healpix_from_hdu(healpix_hdu(values, "ring", coordsys="E"))
 
 
-def test_partial_sky_healpix(dmap: DustMap) -> None:
+def test_partial_sky_healpix(dmap: PosteriorMap) -> None:
     nside = 64
     values = healpix_emission(nside, "nested")
     lon, lat = healpix_to_lonlat(np.arange(values.size), nside, order="nested")
@@ -151,14 +151,14 @@ def test_partial_sky_healpix(dmap: DustMap) -> None:
     assert np.isfinite(half.ratio[:, GRID.l_centers > 61]).all()
 
 
-def test_healpy_written_map(dmap: DustMap, tmp_path: Path) -> None:
+def test_healpy_written_map(dmap: PosteriorMap, tmp_path: Path) -> None:
     healpy = pytest.importorskip("healpy")
     values = healpix_emission(64, "nested")
     healpy.write_map(tmp_path / "hp.fits", values, nest=True, coord="G", dtype=np.float64)
     np.testing.assert_allclose(emission_ratio(dmap, tmp_path / "hp.fits", method="bilinear").ratio, 1.0, rtol=1e-12)
 
 
-def test_unseen_and_bad_inputs(dmap: DustMap) -> None:
+def test_unseen_and_bad_inputs(dmap: PosteriorMap) -> None:
     values = healpix_emission(32, "ring")
     values[:] = -1.6375e30  # healpy.UNSEEN everywhere
     with pytest.raises(ValueError, match="no positive value"):
@@ -183,7 +183,7 @@ def car_image(l_range: tuple[float, float], step: float = 0.1) -> tuple[np.ndarr
     return f(l, b) / C, wcs
 
 
-def test_wcs_image(dmap: DustMap) -> None:
+def test_wcs_image(dmap: PosteriorMap) -> None:
     image, wcs = car_image((35, 85))
     # CAR with CRVAL2 = 0 is linear in (l, b), and so is bilinear interpolation in its pixels: exact
     np.testing.assert_allclose(emission_ratio(dmap, (image, wcs), method="bilinear").ratio, 1.0, rtol=1e-10)
@@ -193,14 +193,14 @@ def test_wcs_image(dmap: DustMap) -> None:
     np.testing.assert_allclose(nearest.ratio, 1.0, atol=2 * GRAD_LN_F * 0.1)
 
 
-def test_wcs_image_partial_coverage_gives_nan(dmap: DustMap) -> None:
+def test_wcs_image_partial_coverage_gives_nan(dmap: PosteriorMap) -> None:
     image, wcs = car_image((55, 85))
     emission = reproject_to_grid((image, wcs), GRID, method="bilinear")
     assert np.isnan(emission[:, GRID.l_centers < 55]).all()
     assert np.isfinite(emission[:, GRID.l_centers > 55.5]).all()
 
 
-def test_equatorial_tan_image(dmap: DustMap) -> None:
+def test_equatorial_tan_image(dmap: PosteriorMap) -> None:
     centre = SkyCoord(l=60 * u.deg, b=0 * u.deg, frame="galactic").icrs
     step, n = 0.05, 1000
     wcs = WCS(naxis=2)

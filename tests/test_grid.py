@@ -145,3 +145,14 @@ def test_refined_keeps_bounds_and_multiplies_cells() -> None:
     for axis in ("l_edges", "b_edges"):
         assert getattr(fine, axis)[[0, -1]].tolist() == getattr(grid, axis)[[0, -1]].tolist()
     assert (fine.d_min, fine.d_max) == (grid.d_min, grid.d_max)
+
+
+def test_distance_cell_picks_the_holding_cell_or_the_nearest() -> None:
+    grid = Grid(l=(50, 90, 4), b=(-10, 10, 2), d=(100, 300, 4), ghost_cells=2)  # d edges 0, 50, 100, 150, ...
+    assert [grid.distance_cell(d) for d in (0.0, 49.9, 50.0, 120.0, 300.0)] == [0, 0, 1, 2, grid.n_d - 1]
+    assert grid.distance_cell(-5.0) == 0  # in front of the map: the first cell
+    assert grid.distance_cell(1e6) == grid.n_d - 1  # beyond it: the last
+    # inside the grid it agrees with locate
+    d = np.linspace(1.0, 299.0, 50)
+    i_d, _, _ = grid.locate(np.full(50, 60.0), np.zeros(50), d)
+    assert [grid.distance_cell(x) for x in d] == i_d.tolist()

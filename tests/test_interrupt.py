@@ -155,6 +155,8 @@ CASES = [
     pytest.param(signal.SIGTERM, "checkpoint", id="sigterm-mid-write", marks=pytest.mark.slow),
     pytest.param(signal.SIGINT, "checkpoint", id="ctrl-c-mid-write", marks=pytest.mark.slow),
     pytest.param(signal.SIGKILL, "map", id="kill-9-mid-map-write", marks=pytest.mark.slow),
+    pytest.param(signal.SIGTERM, "map", id="sigterm-mid-map-write", marks=pytest.mark.slow),
+    pytest.param(signal.SIGINT, "map", id="ctrl-c-mid-map-write", marks=pytest.mark.slow),
 ]
 
 
@@ -169,6 +171,10 @@ def test_interrupted_then_resumed_ends_as_the_uninterrupted_run(run_file, uninte
             assert saved["iterations"] == 2
         if where != "fit":
             assert _temporaries(out), "a kill mid-write leaves its temporary behind (removed by the next run)"
+    elif where == "map":  # the fit had ended: its checkpoint stands, the map under way is not written, no litter
+        assert saved["iterations"] == STEPS
+        assert not _temporaries(out)
+        assert not (out / "map.nc").exists()
     else:
         assert saved["stopped_by"] == {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}[sig]
         assert not _temporaries(out)

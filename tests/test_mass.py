@@ -6,18 +6,18 @@ import astropy.units as u
 import numpy as np
 import pytest
 
-from dustgp.dustmap import DustMap
 from dustgp.grid import Grid, lbd_to_xyz
 from dustgp.mass import GAS_TO_DUST, KAPPA_V, dust_mass, pixel_mask, total_mass
+from dustgp.posterior_map import PosteriorMap
 
 LEVELS = (16.0, 50.0, 84.0)
 TAU_PER_MAG = np.log(10.0) / 2.5  # A = 1.086 tau
 
 
-def exact_map(grid: Grid, rho: np.ndarray, samples: np.ndarray | None = None) -> DustMap:
+def exact_map(grid: Grid, rho: np.ndarray, samples: np.ndarray | None = None) -> PosteriorMap:
     """A map whose every stored summary is the known density (and its integral)."""
     ext = np.cumsum(rho * grid.path_lengths[:, None, None], axis=0)
-    return DustMap(
+    return PosteriorMap(
         grid=grid,
         percentiles=np.array(LEVELS),
         density_mean=rho,
@@ -46,7 +46,7 @@ def slab_grid() -> Grid:
 
 
 @pytest.fixture
-def slab(slab_grid: Grid) -> DustMap:
+def slab(slab_grid: Grid) -> PosteriorMap:
     # rho0 = 2e-3 mag/pc in 200..300 pc (exactly ten 10-pc cells), zero elsewhere: A = 0.2 mag past 300 pc
     rho = np.zeros(slab_grid.shape)
     rho[(slab_grid.d_centers > 200) & (slab_grid.d_centers < 300)] = 2e-3
@@ -59,7 +59,7 @@ def test_kappa_is_draine_2003() -> None:
     assert GAS_TO_DUST == 124.0  # Dharmawardena et al. 2022, Sect. 7
 
 
-def test_uniform_slab(slab: DustMap) -> None:
+def test_uniform_slab(slab: PosteriorMap) -> None:
     # By hand: every pixel has A = 2e-3 mag/pc * 100 pc = 0.2 mag to d_max = 400 pc, and the whole box
     # subtends Omega = (20 deg in rad) * (sin 5 deg - sin -5 deg) sr.
     omega = np.radians(20.0) * 2 * np.sin(np.radians(5.0))
@@ -74,7 +74,7 @@ def test_uniform_slab(slab: DustMap) -> None:
     np.testing.assert_allclose(dust_mass(slab, kappa=26000.0).mass.value, expected.value, rtol=1e-10)
 
 
-def test_uniform_slab_to_an_intermediate_distance(slab: DustMap) -> None:
+def test_uniform_slab_to_an_intermediate_distance(slab: PosteriorMap) -> None:
     # to D = 250 pc the column is 2e-3 * 50 = 0.1 mag, and Eq. 9 uses D = 250 pc
     omega = np.radians(20.0) * 2 * np.sin(np.radians(5.0))
     mass = dust_mass(slab, distance=250 * u.pc)
@@ -83,7 +83,7 @@ def test_uniform_slab_to_an_intermediate_distance(slab: DustMap) -> None:
     assert dust_mass(slab, distance=150.0).median.value == 0.0  # in front of the slab
 
 
-def test_box_selects_pixels_by_centre(slab: DustMap) -> None:
+def test_box_selects_pixels_by_centre(slab: PosteriorMap) -> None:
     # centres 45.5 .. 54.5 (10 columns) and -1.5 .. 1.5 (4 rows): l edges 45..55, b edges -2..2
     mass = dust_mass(slab, l=(45, 55), b=(-2 * u.deg, 2 * u.deg))
     assert mass.n_pixels == 40
@@ -130,7 +130,7 @@ def test_uniform_sphere() -> None:
     )
 
 
-def test_spread_from_samples(slab_grid: Grid, slab: DustMap, rng: np.random.Generator) -> None:
+def test_spread_from_samples(slab_grid: Grid, slab: PosteriorMap, rng: np.random.Generator) -> None:
     # each sample is the slab times one factor f_s, so its mass is M_slab * f_s: percentiles are known exactly
     factors = rng.lognormal(0.0, 0.3, 25)
     samples = factors[:, None, None, None] * slab.density_mean[None]

@@ -7,9 +7,9 @@ import pytest
 
 import dustgp
 import dustgp.catalog
-from dustgp import fitting
 from dustgp.catalog import Catalog
 from dustgp.fitting import load_fit
+from dustgp.fitting import loop as fitting
 from dustgp.grid import Grid
 from dustgp.simulate import simulate
 
@@ -52,7 +52,7 @@ def test_float32_svi_with_ordinary_uncertainties_stays_float32(sky, caplog) -> N
 def test_without_the_float32_guard_tiny_sigmas_learn_nothing_and_say_so(sky, caplog, monkeypatch) -> None:
     # The failure the guard prevents, and the backstop that reports it: with sigma = 1e-12 mag in float32,
     # Adam's squared gradients (~1e50) overflow and every update is zero; the fit must not pass as a success.
-    monkeypatch.setattr(dustgp.catalog, "MIN_EXTINCTION_ERR", 0.0)
+    monkeypatch.setattr(dustgp.catalog.checks, "MIN_EXTINCTION_ERR", 0.0)  # where the limit is read
     monkeypatch.setattr(fitting, "_beyond_float32", lambda extinction, sigma: None)
     catalog = _with_sigma(sky, 1e-12)
     with caplog.at_level(logging.WARNING, logger="dustgp.fitting"):
@@ -64,7 +64,7 @@ def test_without_the_float32_guard_tiny_sigmas_learn_nothing_and_say_so(sky, cap
 
 
 def test_with_the_guard_the_same_stars_are_learned_from(sky, monkeypatch) -> None:
-    monkeypatch.setattr(dustgp.catalog, "MIN_EXTINCTION_ERR", 0.0)
+    monkeypatch.setattr(dustgp.catalog.checks, "MIN_EXTINCTION_ERR", 0.0)  # where the limit is read
     result = dustgp.fit(_with_sigma(sky, 1e-12), TRAIN, max_iterations=5, dtype="float32", **AS_GIVEN, **TINY_SVI)
     assert result.config.dtype == "float64"
     assert result.learned

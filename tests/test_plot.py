@@ -16,13 +16,13 @@ from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 
 from dustgp import plot
-from dustgp.dustmap import DustMap
 from dustgp.emission import emission_ratio
 from dustgp.grid import Grid
+from dustgp.posterior_map import PosteriorMap
 from known_maps import make_map as known_map
 
 
-def make_map(grid: Grid, *, n_samples: int = 4, seed: int = 0) -> DustMap:
+def make_map(grid: Grid, *, n_samples: int = 4, seed: int = 0) -> PosteriorMap:
     rho = np.random.default_rng(seed).lognormal(-7, 1, grid.shape)
     return known_map(grid, rho, n_samples=n_samples, seed=seed)
 
@@ -40,7 +40,7 @@ def close_figures() -> Iterator[None]:
 
 
 @pytest.fixture(params=list(GRIDS), ids=list(GRIDS))
-def dmap(request: pytest.FixtureRequest) -> DustMap:
+def dmap(request: pytest.FixtureRequest) -> PosteriorMap:
     return make_map(GRIDS[request.param])
 
 
@@ -58,7 +58,7 @@ def assert_l_increases_to_the_left(image: AxesImage, grid: Grid) -> None:
         assert x0 > x1
 
 
-def test_density_slice(dmap: DustMap, tmp_path: Path) -> None:
+def test_density_slice(dmap: PosteriorMap, tmp_path: Path) -> None:
     image = plot.density_slice(dmap, 250.0)
     assert isinstance(image, AxesImage)
     assert_l_increases_to_the_left(image, dmap.grid)
@@ -69,7 +69,7 @@ def test_density_slice(dmap: DustMap, tmp_path: Path) -> None:
     assert (tmp_path / "slice.png").stat().st_size > 0
 
 
-def test_plain_axes_put_longitude_increasing_left(dmap: DustMap) -> None:
+def test_plain_axes_put_longitude_increasing_left(dmap: PosteriorMap) -> None:
     _, ax = plt.subplots()
     image = plot.density_slice(dmap, 250.0, q=None, ax=ax, colorbar=False)
     assert image.axes is ax
@@ -80,14 +80,14 @@ def test_plain_axes_put_longitude_increasing_left(dmap: DustMap) -> None:
     assert_l_increases_to_the_left(image, dmap.grid)
 
 
-def test_extinction_map(dmap: DustMap, tmp_path: Path) -> None:
+def test_extinction_map(dmap: PosteriorMap, tmp_path: Path) -> None:
     image = plot.extinction_map(dmap, 200.0, mode="mean")
     assert isinstance(image, AxesImage)
     assert_l_increases_to_the_left(image, dmap.grid)
     image.figure.savefig(tmp_path / "ext.png")
 
 
-def test_sightline_profile(dmap: DustMap, tmp_path: Path) -> None:
+def test_sightline_profile(dmap: PosteriorMap, tmp_path: Path) -> None:
     grid = dmap.grid
     drawn = plot.sightline_profile(dmap, grid.l_centers[1], grid.b_centers[1])
     assert isinstance(drawn.density, Line2D)
@@ -129,7 +129,7 @@ def test_elbo_history(tmp_path: Path) -> None:
     line.figure.savefig(tmp_path / "elbo.png")
 
 
-def test_emission_ratio_map(dmap: DustMap, tmp_path: Path) -> None:
+def test_emission_ratio_map(dmap: PosteriorMap, tmp_path: Path) -> None:
     grid = dmap.grid
     # a flat emission map: the ratio map is the extinction map over its median
     result = emission_ratio(dmap, (np.ones(12 * 16**2), "ring"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dustgp.catalog import Catalog
-from dustgp.dustmap import DustMap
 from dustgp.grid import Grid
+from dustgp.posterior_map import PosteriorMap
 from dustgp.simulate import SimulatedSky, simulate
 from dustgp.validation import compare_to_truth, holdout_report
 from known_maps import make_map
@@ -25,7 +25,7 @@ def sky() -> SimulatedSky:
     return simulate(REGION, n_stars=2000, n_clumps=1, seed=2)
 
 
-def scaled_truth(sky: SimulatedSky, factor: float) -> DustMap:
+def scaled_truth(sky: SimulatedSky, factor: float) -> PosteriorMap:
     return make_map(GRID, factor * sky.density_on(GRID))
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dustgp.dustmap import DustMap
 from dustgp.grid import Grid
+from dustgp.posterior_map import PosteriorMap
 from dustgp.view import (
     MEAN_BITS,
     ViewError,
@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def clump_map(grid: Grid = GRID) -> DustMap:
+def clump_map(grid: Grid = GRID) -> PosteriorMap:
     """Diffuse dust plus one clump at l = 45, b = 2, d = 250 pc (the left half of the sky image)."""
     l, b, d = grid.cell_centers_lbd()
     rho = 1e-4 + 3e-3 * np.exp(-0.5 * (((l - 45) / 3) ** 2 + ((b - 2) / 2) ** 2 + ((d - 250) / 40) ** 2))

@@ -20,18 +20,18 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-# torch-free; importing them registers the map's file formats and queries with DustMap (see dustgp.dustmap)
+# torch-free; importing them registers the map's file formats and queries with PosteriorMap (see dustgp.posterior_map)
 from . import io, query  # noqa: F401
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .catalog import Catalog, CatalogError
-    from .dustmap import DustMap
     from .emission import emission_ratio
     from .fitting import Fit, FitConfig, FitError, fit, load_fit
     from .grid import Grid, GridError
     from .io import read_map, write_map
     from .mass import dust_mass, total_mass
+    from .posterior_map import PosteriorMap
     from .prediction import predict
     from .query import DustMapQuery
     from .simulate import SimulatedSky, paper_experiment, simulate
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Catalog": "catalog",
     "CatalogError": "catalog",
-    "DustMap": "dustmap",
+    "PosteriorMap": "posterior_map",
     "DustMapQuery": "query",
     "Fit": "fitting",
     "FitConfig": "fitting",
@@ -63,13 +63,13 @@ _LAZY = {
 __all__ = [
     "Catalog",
     "CatalogError",
-    "DustMap",
     "DustMapQuery",
     "Fit",
     "FitConfig",
     "FitError",
     "Grid",
     "GridError",
+    "PosteriorMap",
     "SimulatedSky",
     "__version__",
     "dust_mass",

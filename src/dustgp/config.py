@@ -9,7 +9,7 @@ The keys of ``[fit]`` are the fields of :class:`~dustgp.fitting.FitConfig`, thos
 :meth:`~dustgp.catalog.Catalog.read` (plus ``path`` and ``max_distance``), those of ``[simulate]`` the options of
 :func:`~dustgp.simulate.simulate`; their types are read from the annotations, so the checks follow the code. With
 ``source = "gaia-dr3"``, ``[catalog]`` fetches Gaia DR3 stars for the region of ``[grid]`` and its keys are the options
-of :func:`~dustgp.gaia.catalog_for_grid` (``path``, ``cache``, padding, ``cuts = {...}``, ...).
+of :func:`~dustgp.catalog.catalog_for_grid` (``path``, ``cache``, padding, ``cuts = {...}``, ...).
 
 Example
 -------
@@ -47,10 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .catalog import Catalog
+from .catalog import Catalog, GaiaCuts, Region, catalog_for_grid, cut_keys, sky_chunks
 from .fitting import FitConfig
-from .gaia import GaiaCuts, Region, catalog_for_grid, cut_keys, sky_chunks
-from .grid import Grid
+from .grid import DEFAULT_REFINEMENT, Grid
 from .simulate import simulate
 
 __all__ = ["ConfigError", "RunConfig", "load_config"]
@@ -107,7 +106,7 @@ def fit_keys() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(FitConfig) if f.init}
 
 
-#: Where ``[catalog]`` stars come from: a table file (the default) or the Gaia DR3 archive (:mod:`dustgp.gaia`).
+#: Where ``[catalog]`` stars come from: a table file (the default) or the Gaia DR3 archive (:mod:`dustgp.catalog.gaia`).
 CATALOG_SOURCES = Literal["file", "gaia-dr3"]
 
 
@@ -119,9 +118,9 @@ def catalog_keys() -> dict[str, Any]:
 
 
 def gaia_catalog_keys() -> dict[str, Any]:
-    """The keys of ``[catalog]`` with ``source = "gaia-dr3"``: the options of :func:`dustgp.gaia.catalog_for_grid`.
+    """The keys of ``[catalog]`` with ``source = "gaia-dr3"``: the options of :func:`dustgp.catalog.catalog_for_grid`.
 
-    The region comes from ``[grid]``; ``cuts`` is a table of :class:`dustgp.gaia.GaiaCuts` fields.
+    The region comes from ``[grid]``; ``cuts`` is a table of :class:`dustgp.catalog.GaiaCuts` fields.
     """
     keys = _signature_keys(catalog_for_grid, {"grid", "progress", "service"})
     return {"source": CATALOG_SOURCES, "max_distance": float} | keys | {"cuts": cut_keys()}
@@ -277,11 +276,12 @@ class RunConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def prediction_grid(self) -> Grid:
-        """The prediction grid: explicit bounds, or the training grid refined ``refine`` (default 2.5) times."""
+        """The prediction grid: explicit bounds, or the training grid refined ``refine`` times (default
+        :data:`dustgp.grid.DEFAULT_REFINEMENT`)."""
         spec = self.predict
         if all(k in spec for k in ("l", "b", "d")):
             return Grid.from_dict({k: spec[k] for k in ("l", "b", "d")} | {"ghost_cells": spec.get("ghost_cells", 0)})
-        return self.grid.refined(float(spec.get("refine", 2.5)))
+        return self.grid.refined(float(spec.get("refine", DEFAULT_REFINEMENT)))
 
     def predict_options(self) -> dict[str, Any]:
         keys = ("samples", "keep_samples", "percentiles", "cell_variance", "seed")

@@ -35,8 +35,8 @@ from .io import celestial_wcs
 from .query import extinction_plane
 
 if TYPE_CHECKING:
-    from .dustmap import DustMap
     from .grid import Grid
+    from .posterior_map import PosteriorMap
 
 __all__ = ["UNSEEN", "EmissionRatio", "HealpixSky", "emission_ratio", "healpix_from_hdu", "reproject_to_grid"]
 
@@ -362,7 +362,7 @@ def _block_average(interpolate: Any, grid: Grid, k: int) -> np.ndarray:
 
 
 def emission_ratio(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     emission: Any,
     *,
     distance: float | u.Quantity | None = None,
@@ -374,7 +374,7 @@ def emission_ratio(
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     emission : HealpixSky, tuple, astropy.io.fits HDU, str or os.PathLike
         A HEALPix map (:class:`HealpixSky`, ``(values, "ring" | "nested")`` in Galactic coordinates, or a
         HEALPix table HDU), an image with a celestial WCS (an image HDU or ``(array, WCS)``), or a FITS file

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Grid", "GridError", "lbd_to_xyz"]
+__all__ = ["DEFAULT_REFINEMENT", "Grid", "GridError", "lbd_to_xyz"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ AxisSpec = tuple[float, float, int] | Sequence[float] | np.ndarray
 #: Most cells on one axis (ghost cells included): far beyond any map (a 10⁴ × 10⁴ × 10⁴ grid is already 8 TB of
 #: float64), low enough that a typo such as ``n = 10**12`` is refused by name instead of failing in numpy.
 MAX_CELLS_PER_AXIS = 10**6
+#: How many times finer than the training grid a map is predicted by default, on each axis: the paper predicts its
+#: Section 3 map on a 50 × 50 × 52 grid over a 20 × 20 × 21 training grid (Dharmawardena et al. 2022, Sect. 3).
+DEFAULT_REFINEMENT = 2.5
 
 
 class GridError(ValueError):
@@ -263,9 +266,15 @@ class Grid:
         inside &= np.isfinite(d) & np.isfinite(b) & np.isfinite(l_u)
         return tuple(np.where(inside, i, -1) for i in (i_d, i_b, i_l))  # type: ignore[return-value]
 
+    def distance_cell(self, d: float) -> int:
+        """Index of the distance cell holding ``d`` (pc), ghost cells counted; a distance off the grid takes the
+        nearest cell (for picking a slice to show, where :meth:`locate` would say "off the grid")."""
+        return int(np.clip(np.searchsorted(self.d_edges, d, side="right") - 1, 0, self.n_d - 1))
+
     # ----- derived grids -------------------------------------------------------------------------------------
-    def refined(self, factor: float = 2.0, *, ghost_cells: int | None = None) -> Grid:
-        """The same bounds with ``factor`` times as many cells on each axis (region distances uniform)."""
+    def refined(self, factor: float = DEFAULT_REFINEMENT, *, ghost_cells: int | None = None) -> Grid:
+        """The same bounds with ``factor`` times as many cells on each axis (region distances uniform); by default
+        the prediction grid's :data:`DEFAULT_REFINEMENT`."""
         if not (_is_real(factor) and math.isfinite(factor) and factor > 0):
             raise GridError(f"refine: expected a finite factor > 0, got {factor!r}")
         n = [max(1, round(factor * k)) for k in (self.n_l, self.n_b, self.n_d - self.ghost_cells)]

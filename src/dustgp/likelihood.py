@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from scipy import special, stats
 
-from .distances import lognormal_nodes, parallax_nodes
+from .catalog import lognormal_nodes, parallax_nodes
 from .grid import Grid
 from .sightlines import LN10, GaussianStatistics, Sightlines
 

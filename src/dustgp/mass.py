@@ -28,7 +28,7 @@ import numpy as np
 from .query import extinction_plane
 
 if TYPE_CHECKING:
-    from .dustmap import DustMap
+    from .posterior_map import PosteriorMap
 
 __all__ = ["GAS_TO_DUST", "KAPPA_V", "MassEstimate", "dust_mass", "pixel_mask", "total_mass"]
 
@@ -105,12 +105,12 @@ def _box(value: Any, name: str) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
-def pixel_mask(dmap: DustMap, l: Any = None, b: Any = None) -> np.ndarray:
+def pixel_mask(dmap: PosteriorMap, l: Any = None, b: Any = None) -> np.ndarray:
     """The (b, l) pixels whose *centres* lie in a Galactic box (edges included).
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     l, b : (lo, hi) of float or astropy.units.Quantity, optional
         Box in deg; ``None`` takes the whole axis. A longitude box with ``hi < lo`` (e.g. ``(350, 10)``)
         crosses l = 0.
@@ -133,7 +133,7 @@ def pixel_mask(dmap: DustMap, l: Any = None, b: Any = None) -> np.ndarray:
 
 
 def dust_mass(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     *,
     l: Any = None,
     b: Any = None,
@@ -148,7 +148,7 @@ def dust_mass(
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     l, b : (lo, hi) of float or astropy.units.Quantity, optional
         Galactic box, deg; pixels whose centres lie inside (edges included) are summed whole. Default: the
         map.
@@ -196,7 +196,7 @@ def dust_mass(
 
 
 def total_mass(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     *,
     l: Any = None,
     b: Any = None,

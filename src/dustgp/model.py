@@ -4,9 +4,9 @@ Prior (docs: Method §3, paper Eqs. 1-2): phi ~ GP(c, k) with
 
 .. math:: k(x_1, x_2) = \\alpha \\exp\\Big(-\\tfrac12 \\sum_{k \\in \\{x,y,z\\}} (x_{1k} - x_{2k})^2 / \\gamma_k^2\\Big)
 
-in heliocentric Cartesian coordinates. The variational posterior (Sects. 2.3-2.4) is GPyTorch's whitened
-formulation: M inducing points z, ``u = c + L_zz v`` with ``L_zz L_zzᵀ = K_zz`` and a full-covariance Gaussian
-``q(v) = N(m, S)``, ``S = L_q L_qᵀ``, initialised at m = 0, S = I.
+in heliocentric Cartesian coordinates. The variational posterior (Sects. 2.3-2.4) is the whitened formulation
+(that of GPyTorch's ``VariationalStrategy``): M inducing points z, ``u = c + L_zz v`` with ``L_zz L_zzᵀ = K_zz``
+and a full-covariance Gaussian ``q(v) = N(m, S)``, ``S = L_q L_qᵀ``, initialised at m = 0, S = I.
 
 Joint sampling (why it is done this way)
 ----------------------------------------
@@ -23,6 +23,11 @@ the price of extinction biased high where it is large (see :func:`dustgp.predict
 
 Coordinates inside the model are divided by ``length_unit`` (pc) so that all learnable quantities are of order
 one; :meth:`DustGP.hyperparameters` reports them in physical units.
+
+The model owns its parameters: q(v) is three tensors of its own (the mean m, the strict lower triangle of L_q and
+log diag(L_q)), the inducing locations a fourth, and the mean and kernel are GPyTorch's ``ConstantMean`` and
+``ScaleKernel(RBFKernel)``, read through their public properties. :meth:`DustGP.parameter_groups` says which
+parameter plays which role, so that optimisers choose rates by role rather than by name.
 """
 
 from __future__ import annotations
@@ -31,22 +36,16 @@ import math
 
 import gpytorch
 import torch
-from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
-from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch.autograd.function import once_differentiable
 
-from .kernels import Workspace, rbf_cross_covariance, rbf_project
+from .linalg import psd_cholesky
+from .projection import Workspace, rbf_cross_covariance, rbf_project
 
 __all__ = ["DustGP"]
 
 #: Jitter added to K_zz (in units of the prior variance alpha) before its Cholesky factorisation, per dtype:
 #: inducing points closer than a few percent of a scale length make K_zz singular in float32 otherwise.
 JITTER = {torch.float32: 1e-4, torch.float64: 1e-6}
-
-
-def _cholesky(k_zz: torch.Tensor, jitter: float) -> torch.Tensor:
-    # should that fail, psd_safe_cholesky retries with 10x, 100x, ... more jitter
-    return psd_safe_cholesky(k_zz, jitter=jitter, max_tries=4)
 
 
 class _WhitenedProjection(torch.autograd.Function):
@@ -60,7 +59,7 @@ class _WhitenedProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, k_zz: torch.Tensor, v: torch.Tensor, jitter: float) -> torch.Tensor:  # type: ignore[override]
-        l_zz = _cholesky(k_zz, jitter)
+        l_zz = psd_cholesky(k_zz, jitter)
         w = torch.linalg.solve_triangular(l_zz.T, v, upper=True)
         ctx.save_for_backward(l_zz, v)
         return w
@@ -79,7 +78,7 @@ class _WhitenedProjection(torch.autograd.Function):
         return grad_k, b, None
 
 
-class DustGP(gpytorch.models.ApproximateGP):
+class DustGP(torch.nn.Module):
     """Sparse variational GP over phi = log10(extinction density / (mag/pc)).
 
     Parameters
@@ -96,6 +95,23 @@ class DustGP(gpytorch.models.ApproximateGP):
         Train the inducing locations (default) or keep them fixed.
     length_unit : float
         Internal unit of length, pc (default: the mean initial scale length).
+
+    Attributes
+    ----------
+    inducing_points : torch.Tensor, shape (M, 3)
+        Inducing locations z in internal units (pc / ``length_unit``); a parameter when learned, else a buffer.
+    variational_mean : torch.nn.Parameter, shape (M,)
+        Mean m of q(v), whitened (dimensionless).
+    variational_lower : torch.nn.Parameter, shape (M (M - 1) / 2,)
+        Strict lower triangle of L_q, row by row (``torch.tril_indices(M, M, -1)`` order).
+    variational_log_diag : torch.nn.Parameter, shape (M,)
+        ``log diag(L_q)``.
+    mean_module : gpytorch.means.ConstantMean
+        The constant mean c, log10(mag/pc).
+    covar_module : gpytorch.kernels.ScaleKernel
+        alpha (dex²) times an ARD RBF kernel of scale lengths gamma (internal units).
+    length_unit : torch.Tensor
+        Internal unit of length, pc (a buffer).
     """
 
     def __init__(
@@ -108,46 +124,76 @@ class DustGP(gpytorch.models.ApproximateGP):
         learn_inducing_locations: bool = True,
         length_unit: float | None = None,
     ) -> None:
+        super().__init__()
         gammas = torch.as_tensor(length_scale, dtype=inducing_points.dtype).expand(3).clone()
         unit = float(gammas.mean()) if length_unit is None else float(length_unit)
-        z = inducing_points / unit
-        distribution = CholeskyVariationalDistribution(z.shape[0])
-        strategy = VariationalStrategy(self, z, distribution, learn_inducing_locations=learn_inducing_locations)
-        super().__init__(strategy)
+        z = (inducing_points / unit).clone()
+        m_size = z.shape[0]
+        if learn_inducing_locations:
+            self.inducing_points = torch.nn.Parameter(z)
+        else:
+            self.register_buffer("inducing_points", z)
+        # q(v) = N(m, L_q L_qᵀ), starting at the prior N(0, I); only the entries of L_q that are used are parameters
+        self.variational_mean = torch.nn.Parameter(torch.zeros(m_size, dtype=z.dtype))
+        self.variational_lower = torch.nn.Parameter(torch.zeros(m_size * (m_size - 1) // 2, dtype=z.dtype))
+        self.variational_log_diag = torch.nn.Parameter(torch.zeros(m_size, dtype=z.dtype))
+        self.register_buffer("_lower_index", torch.tril_indices(m_size, m_size, -1), persistent=False)
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=3))
         self.register_buffer("length_unit", torch.tensor(unit, dtype=inducing_points.dtype))
-        # log diag(L_q), in place of the diagonal of GPyTorch's factor (see variational_scale_tril)
-        self.variational_log_diag = torch.nn.Parameter(torch.zeros(z.shape[0], dtype=z.dtype))
         self.mean_module.constant.data.fill_(mean)
         self.covar_module.outputscale = scale
         self.covar_module.base_kernel.lengthscale = gammas / unit
         self.to(inducing_points.dtype)
 
-    # ----- GPyTorch interface -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        """The prior of phi at positions ``x`` (internal units, shape (n, 3)): mean c, covariance K_xx, dex²."""
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
-    # ----- pieces used by the fit and the prediction --------------------------------------------------------
-    @property
-    def inducing_points(self) -> torch.Tensor:
-        """Inducing locations in internal units (pc / length_unit), shape (M, 3)."""
-        return self.variational_strategy.inducing_points
+    # ----- the parameters and their roles ---------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """Names (as in :meth:`named_parameters`) of the trained parameters, by role.
 
-    @property
-    def variational_mean(self) -> torch.Tensor:
-        return self.variational_strategy._variational_distribution.variational_mean
+        Returns
+        -------
+        dict
+            ``"variational_mean"`` (m), ``"variational_lower"`` (the off-diagonal of L_q),
+            ``"variational_log_diag"`` (log diag(L_q)), ``"hyperparameters"`` (c, alpha, gamma, through
+            GPyTorch's raw parameters) and ``"inducing_points"`` (empty when the locations are fixed). Every
+            parameter of the model is in exactly one group.
+        """
+        names = {id(p): name for name, p in self.named_parameters()}
+        hyper = (
+            self.mean_module.raw_constant,
+            self.covar_module.raw_outputscale,
+            self.covar_module.base_kernel.raw_lengthscale,
+        )
+        z = self.inducing_points
+        return {
+            "variational_mean": [names[id(self.variational_mean)]],
+            "variational_lower": [names[id(self.variational_lower)]],
+            "variational_log_diag": [names[id(self.variational_log_diag)]],
+            "hyperparameters": [names[id(p)] for p in hyper],
+            "inducing_points": [names[id(z)]] if isinstance(z, torch.nn.Parameter) else [],
+        }
 
     def variational_scale_tril(self) -> torch.Tensor:
-        """L_q: the strict lower triangle of GPyTorch's factor, with ``exp(variational_log_diag)`` on the diagonal.
+        """L_q, shape (M, M): ``variational_lower`` below the diagonal, ``exp(variational_log_diag)`` on it.
 
         The diagonal is learned in log space: Adam then moves each posterior scale by a factor of about
         ``1 ± lr`` per step, so the M scales can follow the full learning rate, while the M(M-1)/2 off-diagonal
-        entries keep the small one (see :class:`dustgp.fitting.FitConfig`). The diagonal of GPyTorch's factor
-        is not used.
+        entries keep the small one (see :class:`dustgp.fitting.FitConfig`).
         """
-        raw = self.variational_strategy._variational_distribution.chol_variational_covar
-        return raw.tril(-1) + torch.diag_embed(self.variational_log_diag.exp())
+        tril = torch.diag_embed(self.variational_log_diag.exp())
+        return tril.index_put(tuple(self._lower_index), self.variational_lower)
+
+    @torch.no_grad()
+    def set_variational(self, mean: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        """Set q(v) to ``N(mean, scale_tril scale_trilᵀ)``; ``scale_tril`` is lower triangular with a positive
+        diagonal, shape (M, M) (its upper triangle is not read)."""
+        self.variational_mean.copy_(mean)
+        self.variational_lower.copy_(scale_tril[tuple(self._lower_index)])
+        self.variational_log_diag.copy_(scale_tril.diagonal().log())
 
     def cross_covariance(self, x: torch.Tensor) -> torch.Tensor:
         """K_xz for positions ``x`` in internal units, shape (n, M), as a dense tensor."""
@@ -162,7 +208,7 @@ class DustGP(gpytorch.models.ApproximateGP):
 
     def inducing_cholesky(self) -> torch.Tensor:
         """Cholesky factor L_zz of K_zz + jitter·alpha·I."""
-        return _cholesky(*self._jittered_k_zz())
+        return psd_cholesky(*self._jittered_k_zz())
 
     def projection(self, v: torch.Tensor, l_zz: torch.Tensor) -> torch.Tensor:
         """``L_zz⁻ᵀ vᵀ``: whitened inducing values (S, M) mapped to weights (M, S) on K_xz."""
@@ -181,7 +227,7 @@ class DustGP(gpytorch.models.ApproximateGP):
     def phi(self, x: torch.Tensor, weights: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
         """phi = c + K_xz weights at positions ``x`` (internal units), shape (S, n).
 
-        The product goes through :func:`dustgp.kernels.rbf_project`, which never materialises K_xz with its
+        The product goes through :func:`dustgp.projection.rbf_project`, which never materialises K_xz with its
         autograd graph: the hot loop of training, ~8× faster than plain autograd (benchmarks/bench_kernel.py).
         A training loop passes the same ``workspace`` at every iteration so its n × M scratch memory is reused.
         """

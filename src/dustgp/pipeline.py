@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from ._atomic import atomic_path
 from ._version import __version__
-from .catalog import Catalog
+from .catalog import Catalog, catalog_for_grid
 from .config import RunConfig, load_config
-from .dustmap import DustMap
 from .fitting import INTERRUPTED, Fit, FitError, fit, load_checkpoint, load_fit
-from .gaia import catalog_for_grid
 from .grid import Grid
+from .posterior_map import PosteriorMap
 from .simulate import SimulatedSky, simulate
 from .validation import compare_to_truth, holdout_report
 
@@ -88,7 +88,7 @@ class RunResult:
     """What a run produced: the fit, the map, the report and the files written."""
 
     fit: Fit
-    dmap: DustMap | None  # None when the fit was interrupted: only its checkpoint is written
+    dmap: PosteriorMap | None  # None when the fit was interrupted: only its checkpoint is written
     report: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     sky: SimulatedSky | None = None
@@ -187,8 +187,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict[str, Any], *, overwrite: bool) -> Path:
-    from .io import atomic_path
-
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
     return path
@@ -200,8 +198,6 @@ STAR_CHECKS = "stars.ecsv"
 
 def _write_star_checks(table: Table, path: Path, *, overwrite: bool) -> Path:
     """The stars' predictive checks as ECSV (units and description kept), written atomically."""
-    from .io import atomic_path
-
     with atomic_path(path, overwrite=overwrite) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     return path
@@ -241,7 +237,7 @@ def _existing(paths: list[Path]) -> None:
 
 
 def write_figures(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     folder: Path,
     *,
     distances: list[float] | None = None,
@@ -266,7 +262,6 @@ def write_figures(
     import matplotlib.pyplot as plt
 
     from . import plot
-    from .io import atomic_path
 
     grid = dmap.grid
     points = sightlines or [_default_sightline(grid)]

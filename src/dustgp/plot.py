@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from matplotlib.contour import QuadContourSet
     from matplotlib.lines import Line2D
 
-    from .dustmap import DustMap
     from .emission import EmissionRatio
     from .grid import Grid
+    from .posterior_map import PosteriorMap
 
 __all__ = [
     "EmissionRatioArtists",
@@ -129,7 +129,7 @@ def _distance_pc(distance: float | u.Quantity) -> float:
 
 
 def density_slice(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     distance: float | u.Quantity,
     *,
     q: float | None = 50.0,
@@ -142,7 +142,7 @@ def density_slice(
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     distance : float or astropy.units.Quantity
         pc for a bare number.
     q : float or None
@@ -161,7 +161,7 @@ def density_slice(
     """
     grid = dmap.grid
     d = _distance_pc(distance)
-    i_d = int(np.clip(np.searchsorted(grid.d_edges, d, side="right") - 1, 0, grid.n_d - 1))
+    i_d = grid.distance_cell(d)
     plane = dmap.density(q).to_value(u.mag / u.pc)[i_d]
     if log and "norm" not in imshow:
         positive = plane[plane > 0]
@@ -176,7 +176,7 @@ def density_slice(
 
 
 def extinction_map(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     distance: float | u.Quantity | None = None,
     *,
     mode: str = "median",
@@ -188,7 +188,7 @@ def extinction_map(
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     distance : float or astropy.units.Quantity, optional
         pc for a bare number; the extinction is continuous in distance (see :mod:`dustgp.query`).
     mode : {"median", "mean", "std"}
@@ -209,7 +209,7 @@ def extinction_map(
 
 def emission_ratio_map(
     ratio_result: EmissionRatio,
-    dmap: DustMap,
+    dmap: PosteriorMap,
     *,
     ax: Axes | None = None,
     contours: int | Sequence[float] | None = 5,
@@ -222,7 +222,7 @@ def emission_ratio_map(
     ----------
     ratio_result : EmissionRatio
         From :func:`dustgp.emission.emission_ratio`.
-    dmap : DustMap
+    dmap : PosteriorMap
         The map it was computed from (for the grid).
     contours : int or sequence of float or None
         Number of extinction contour levels, explicit levels (mag), or None for none.
@@ -251,7 +251,7 @@ def emission_ratio_map(
 
 
 # ----- sightlines and fits ----------------------------------------------------------------------------------
-def _band(dmap: DustMap, which: str, q: float) -> np.ndarray | None:
+def _band(dmap: PosteriorMap, which: str, q: float) -> np.ndarray | None:
     """Percentile ``q`` of density or extinction when stored or computable from samples, else None."""
     try:
         return getattr(dmap, which)(q).value
@@ -260,14 +260,14 @@ def _band(dmap: DustMap, which: str, q: float) -> np.ndarray | None:
 
 
 def sightline_profile(
-    dmap: DustMap, l: float | u.Quantity, b: float | u.Quantity, *, ax: Axes | None = None
+    dmap: PosteriorMap, l: float | u.Quantity, b: float | u.Quantity, *, ax: Axes | None = None
 ) -> SightlineArtists:
     """Density (left axis, steps) and extinction (right axis, continuous) along one sightline, with 16-84%
     bands.
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     l, b : float or astropy.units.Quantity
         Galactic coordinates of the sightline, deg for bare numbers; the pixel holding them is shown.
     ax : matplotlib.axes.Axes, optional
@@ -422,7 +422,7 @@ def elbo_history(history: np.ndarray | Sequence[float], *, ax: Axes | None = Non
 
 
 def truth_comparison(
-    dmap: DustMap,
+    dmap: PosteriorMap,
     truth_density: np.ndarray | Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     distances: Sequence[float] | u.Quantity,
     *,
@@ -432,7 +432,7 @@ def truth_comparison(
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     truth_density : numpy.ndarray, shape (n_d, n_b, n_l), or callable
         True density, mag/pc: on ``dmap.grid``, or a function ``f(l, b, d)`` (deg, deg, pc) evaluated at the
         cell centres (e.g. :meth:`dustgp.simulate.SimulatedSky.density_at`).
@@ -457,7 +457,7 @@ def truth_comparison(
     d_list = np.atleast_1d(u.Quantity(distances, u.pc).to_value(u.pc))
     fig = plt.figure(figsize=(15, 3.6 * d_list.size), layout="constrained") if fig is None else fig
     for row, d in enumerate(d_list):
-        i_d = int(np.clip(np.searchsorted(grid.d_edges, d, side="right") - 1, 0, grid.n_d - 1))
+        i_d = grid.distance_cell(d)
         t, m = truth[i_d], median[i_d]
         positive = np.concatenate([t[t > 0], m[m > 0]])
         norm = LogNorm(positive.min(), positive.max()) if positive.size else None

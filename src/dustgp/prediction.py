@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ._version import __version__
-from .dustmap import DEFAULT_PERCENTILES, DustMap, keep_samples_for
 from .grid import Grid
-from .kernels import rbf_along_sightlines
+from .linalg import batched_eigh
 from .model import DustGP
-from .newton import batched_eigh
+from .posterior_map import DEFAULT_PERCENTILES, PosteriorMap, keep_samples_for
+from .projection import rbf_along_sightlines
 from .sightlines import cumulative_extinction
 
 __all__ = ["FittedModel", "constrained_cells", "percentiles_along", "predict"]
@@ -206,7 +206,7 @@ def predict(
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     device: str | None = None,
     progress: bool = True,
-) -> DustMap:
+) -> PosteriorMap:
     """Posterior map of a trained fit on a grid.
 
     Parameters
@@ -222,7 +222,7 @@ def predict(
         Percentile levels (0-100) stored for density and extinction.
     keep_samples : int, optional
         Joint density samples kept in the map, for ``query(mode="samples")`` and ``"random_sample"``; default
-        :data:`dustgp.dustmap.DEFAULT_KEEP_SAMPLES` (12, or ``samples`` if fewer); 0 keeps none. Each costs one
+        :data:`dustgp.posterior_map.DEFAULT_KEEP_SAMPLES` (12, or ``samples`` if fewer); 0 keeps none. Each costs one
         float32 per cell: about 3.4 bytes per cell in NetCDF, so the default 12 add about 44 MB to a
         100 × 100 × 107-cell map whose summaries take about 56 MB.
     cell_variance : bool, optional
@@ -253,7 +253,7 @@ def predict(
 
     Returns
     -------
-    DustMap
+    PosteriorMap
         With ``coverage`` (cells the stars constrain) and ``reliable_distance`` (nearest and farthest star per
         column), see :func:`constrained_cells`, when the fit records its stars' distances. Unconstrained cells
         always carry the conditional variance (their band widens toward the prior's), whatever ``cell_variance``.
@@ -358,7 +358,7 @@ def predict(
         "stopped_by": fit.stopped_by,
         "coverage_rule": "constrained: centre no farther than the farthest star of its training column",
     }
-    return DustMap(
+    return PosteriorMap(
         grid=grid,
         percentiles=np.asarray(q, dtype=float),
         density_mean=out["rho_mean"].reshape(cube),

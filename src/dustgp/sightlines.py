@@ -212,7 +212,7 @@ class GaussianStatistics:
         w = 1.0 / np.asarray(sigma, dtype=float) ** 2
         constant = float(np.sum(w * a * a) + np.sum(np.log(2.0 * np.pi / w)))
         return cls.from_weights(
-            sightlines, torch.as_tensor(a), torch.as_tensor(w), constant=constant, n_stars=len(sightlines)
+            sightlines, torch.tensor(a), torch.tensor(w), constant=constant, n_stars=len(sightlines)
         ).to(dtype=dtype)
 
     @classmethod

@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .catalog import Catalog
-from .distances import lognormal_nodes
-from .dustmap import DustMap
+from .catalog import Catalog, lognormal_nodes
+from .posterior_map import PosteriorMap
 from .query import DustMapQuery
 from .simulate import SimulatedSky
 
@@ -60,9 +59,9 @@ class TruthComparison:
         )
 
 
-def compare_to_truth(dmap: DustMap, sky: SimulatedSky) -> TruthComparison:
+def compare_to_truth(dmap: PosteriorMap, sky: SimulatedSky) -> TruthComparison:
     """Compare a map with the truth of the simulated sky it was fitted to."""
-    region = dmap.region()
+    region = dmap.region_slice
     truth = sky.density_on(dmap.grid)[region]
     median, lo, hi = (dmap.density(q).value[region] for q in (50, 16, 84))
     error = np.abs(median / truth - 1.0)
@@ -89,7 +88,7 @@ class HoldoutReport:
     """Held-out stars against the map's posterior predictive extinction.
 
     The predictive distribution of a held-out star's observed extinction averages the map over the star's
-    distance posterior (:func:`dustgp.distances.lognormal_nodes`, when the catalogue gives distance uncertainties)
+    distance posterior (:func:`dustgp.catalog.lognormal_nodes`, when the catalogue gives distance uncertainties)
     and adds its quoted uncertainty: mean ``E_d[E A(d)]``, variance
     ``σ_obs² + floor² + E_d[Var A(d)] + Var_d[E A(d)]``.
 
@@ -125,13 +124,13 @@ class HoldoutReport:
 
 
 def holdout_report(
-    dmap: DustMap, held_out: Catalog, *, distance_nodes: int = 16, error_floor: float = 0.0
+    dmap: PosteriorMap, held_out: Catalog, *, distance_nodes: int = 16, error_floor: float = 0.0
 ) -> HoldoutReport:
     """Posterior predictive check of stars that were not used in the fit.
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     held_out : Catalog
     distance_nodes : int
         Nodes of each star's distance posterior, when the catalogue gives distance uncertainties.

@@ -41,8 +41,8 @@ from matplotlib import colormaps
 
 from ._atomic import atomic_path
 from ._version import __version__
-from .dustmap import DustMap
 from .io import read_map
+from .posterior_map import PosteriorMap
 
 __all__ = [
     "BAND",
@@ -133,7 +133,7 @@ def _slice_range(x: np.ndarray, *, floor_dex: float | None = None) -> tuple[np.n
     return lo, hi
 
 
-def _band(dmap: DustMap, kind: str, level: float) -> np.ndarray:
+def _band(dmap: PosteriorMap, kind: str, level: float) -> np.ndarray:
     """A percentile cube, stored or computed from the kept samples."""
     hit = np.flatnonzero(np.isclose(dmap.percentiles, level))
     if hit.size:
@@ -148,12 +148,12 @@ def _band(dmap: DustMap, kind: str, level: float) -> np.ndarray:
     return np.asarray(pick(level).value)
 
 
-def view_payload(dmap: DustMap, *, title: str | None = None) -> tuple[dict[str, Any], bytes]:
+def view_payload(dmap: PosteriorMap, *, title: str | None = None) -> tuple[dict[str, Any], bytes]:
     """The page's description of a map and its compressed cube block.
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
         A map with uniform l and b spacing, with 16th and 84th percentiles stored (or samples to compute them).
     title : str, optional
         Page title; default from the grid.
@@ -286,12 +286,12 @@ def decode_payload(meta: dict[str, Any], block: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def render_html(dmap: DustMap, *, title: str | None = None, source: str | None = None) -> str:
+def render_html(dmap: PosteriorMap, *, title: str | None = None, source: str | None = None) -> str:
     """The self-contained page for a map, as text.
 
     Parameters
     ----------
-    dmap : DustMap
+    dmap : PosteriorMap
     title : str, optional
     source : str, optional
         Where the map came from (shown on the page), e.g. its file name.
@@ -319,7 +319,7 @@ def render_html(dmap: DustMap, *, title: str | None = None, source: str | None =
 
 
 def write_view(
-    dmap: DustMap | str | PathLike[str],
+    dmap: PosteriorMap | str | PathLike[str],
     path: str | PathLike[str],
     *,
     overwrite: bool = False,
@@ -329,7 +329,7 @@ def write_view(
 
     Parameters
     ----------
-    dmap : DustMap, str or os.PathLike
+    dmap : PosteriorMap, str or os.PathLike
         A map, or a map file that :func:`dustgp.io.read_map` reads (NetCDF or FITS cube).
     path : str or os.PathLike
         The HTML file to write.
@@ -353,7 +353,7 @@ def write_view(
     if isinstance(dmap, str | PathLike):
         source = Path(dmap).name
         dmap = read_map(dmap)
-    if not isinstance(dmap, DustMap):
+    if not isinstance(dmap, PosteriorMap):
         raise ViewError(f"map: expected a (distance, b, l) cube map, got a {type(dmap).__name__}")
     text = render_html(dmap, title=title, source=source)
     with atomic_path(path, overwrite) as tmp:

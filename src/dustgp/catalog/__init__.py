@@ -1,0 +1,88 @@
+"""Star catalogues in fixed internal units: reading, validating, distance posteriors, and Gaia DR3 stars.
+
+A :class:`Catalog` holds, per star, Galactic ``l`` and ``b`` (deg), distance (pc) with an optional uncertainty (pc),
+and observed extinction with its uncertainty (mag). The modules, from the strict core outwards:
+
+- :mod:`~dustgp.catalog.checks`: :class:`CatalogError`, the plausibility limits, and messages naming the column,
+  the expectation and the rows.
+- :mod:`~dustgp.catalog.units`: the units rule at the edge (a unit is converted; no unit means deg, pc, mag, mas,
+  or ``distance_unit``).
+- :mod:`~dustgp.catalog.columns`: :class:`ColumnMap`, which input column holds which quantity.
+- :mod:`~dustgp.catalog.rows`: every input row checked, bad ones raised or dropped.
+- :mod:`~dustgp.catalog.readers`: :meth:`Catalog.read`, :meth:`Catalog.from_table`, :meth:`Catalog.from_arrays`.
+- :mod:`~dustgp.catalog.gradient`: the extinction gradient dA/dd that folds distance errors into sigma_A.
+- :mod:`~dustgp.catalog.record`: the :class:`Catalog` record itself.
+- :mod:`~dustgp.catalog.distances`: distance posteriors as equal-mass quadrature nodes (log-normal, parallax).
+- :mod:`~dustgp.catalog.gaia_query`, :mod:`~dustgp.catalog.gaia_cache`, :mod:`~dustgp.catalog.gaia_archive`,
+  :mod:`~dustgp.catalog.gaia`: Gaia DR3 GSP-Phot stars fetched for a region, chunk by chunk through a checked cache.
+
+Only layer 0 of dustgp lies below (the grid, atomic writes, the version): nothing here imports torch. The names
+below are the public ones; the modules' other names serve their siblings.
+"""
+
+from __future__ import annotations
+
+from .checks import MAX_ABS_EXTINCTION, MAX_DISTANCE, MAX_ROWS_SHOWN, MIN_EXTINCTION_ERR, CatalogError
+from .columns import ColumnMap
+from .distances import lognormal_nodes, parallax_nodes
+from .gaia import catalog_for_grid, fetch_gaia, gaia_catalog, read_gaia_table, write_gaia_table
+from .gaia_archive import GAIA_TAP_URL, GaiaError, TapJob, TapService, default_service, fetch_gaia_table
+from .gaia_cache import ChunkCache
+from .gaia_query import (
+    CATALOG_COLUMNS,
+    COLUMN_UNITS,
+    COLUMNS,
+    GAIA_TABLE,
+    MAX_CHUNK_DEG,
+    DistanceFrom,
+    GaiaCuts,
+    Region,
+    SkyChunk,
+    adql_query,
+    cut_keys,
+    sky_chunks,
+)
+from .gradient import GRADIENT_BLOCK_ELEMENTS, estimate_extinction_gradient
+from .record import Catalog
+from .rows import OnBad
+from .units import KPC_WARNING_BELOW
+
+__all__ = [
+    "CATALOG_COLUMNS",
+    "COLUMNS",
+    "COLUMN_UNITS",
+    "GAIA_TABLE",
+    "GAIA_TAP_URL",
+    "GRADIENT_BLOCK_ELEMENTS",
+    "KPC_WARNING_BELOW",
+    "MAX_ABS_EXTINCTION",
+    "MAX_CHUNK_DEG",
+    "MAX_DISTANCE",
+    "MAX_ROWS_SHOWN",
+    "MIN_EXTINCTION_ERR",
+    "Catalog",
+    "CatalogError",
+    "ChunkCache",
+    "ColumnMap",
+    "DistanceFrom",
+    "GaiaCuts",
+    "GaiaError",
+    "OnBad",
+    "Region",
+    "SkyChunk",
+    "TapJob",
+    "TapService",
+    "adql_query",
+    "catalog_for_grid",
+    "cut_keys",
+    "default_service",
+    "estimate_extinction_gradient",
+    "fetch_gaia",
+    "fetch_gaia_table",
+    "gaia_catalog",
+    "lognormal_nodes",
+    "parallax_nodes",
+    "read_gaia_table",
+    "sky_chunks",
+    "write_gaia_table",
+]

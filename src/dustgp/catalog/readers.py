@@ -1,0 +1,260 @@
+"""The friendly constructors of a catalogue: ``Catalog.read``, ``Catalog.from_table`` and ``Catalog.from_arrays``.
+
+They accept any table astropy reads, columns named by the user (:class:`~dustgp.catalog.columns.ColumnMap`), astropy
+units (converted by the rule of :mod:`dustgp.catalog.units`) and 16th/84th-percentile pairs, check every row
+(:mod:`dustgp.catalog.rows`), and build the catalogue with the strict core constructor, then fold the distance
+uncertainties into the extinction uncertainties if asked.
+
+The functions here take the class as their first argument; :class:`~dustgp.catalog.Catalog` binds them as its
+classmethods (as astropy's ``Table.read`` is defined apart from ``Table``), so this module needs nothing of the
+record but its constructor and :meth:`~dustgp.catalog.Catalog.inflate_for_distance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import astropy.units as u
+from astropy.table import Table
+
+from .checks import CatalogError
+from .columns import ColumnMap
+from .rows import OnBad, assemble, check_options
+from .units import column, stated_unit
+
+__all__ = ["from_arrays", "from_table", "read"]
+
+logger = logging.getLogger(__name__)
+
+#: The class being built (:class:`~dustgp.catalog.Catalog`): the ``cls`` of the classmethods.
+CatalogT = TypeVar("CatalogT")
+
+
+def read(
+    cls: type[CatalogT],
+    path: str | os.PathLike[str],
+    *,
+    l: str = "l",
+    b: str = "b",
+    distance: str = "distance",
+    extinction: str = "A0",
+    extinction_err: str | tuple[str, str] = "A0_err",
+    distance_err: str | tuple[str, str] | None = None,
+    parallax: str | None = None,
+    parallax_err: str | None = None,
+    distance_unit: str | u.UnitBase | None = None,
+    format: str | None = None,
+    on_bad: OnBad = "raise",
+    extinction_err_floor: float = 0.0,
+    inflate: bool = True,
+    read_kwargs: Mapping[str, Any] | None = None,
+) -> CatalogT:
+    """Read a catalogue from any table file astropy reads (FITS, ECSV, CSV, Parquet, VOTable, ...).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Files ending in ``.csv`` (or ``.csv.gz``) are read as ``format="ascii.csv"`` unless
+        ``format`` says otherwise.
+    l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, distance_unit, on_bad, \
+extinction_err_floor, inflate
+        Column mapping and options, as in :meth:`from_table`.
+    format : str, optional
+        Passed to :meth:`astropy.table.Table.read`.
+    read_kwargs : mapping, optional
+        Further keyword arguments for :meth:`astropy.table.Table.read` (e.g. ``hdu=2``).
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    CatalogError
+        See :meth:`from_table`.
+    """
+    name = os.fspath(path)
+    if format is None and str(name).lower().endswith((".csv", ".csv.gz")):
+        format = "ascii.csv"
+    table = Table.read(name, format=format, **dict(read_kwargs or {}))
+    logger.info("read %d rows from %s", len(table), name)
+    check_options(on_bad, extinction_err_floor)
+    columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
+    return _from_columns(cls, table, columns, distance_unit, on_bad, extinction_err_floor, inflate)
+
+
+def from_table(
+    cls: type[CatalogT],
+    table: Table,
+    *,
+    l: str = "l",
+    b: str = "b",
+    distance: str = "distance",
+    extinction: str = "A0",
+    extinction_err: str | tuple[str, str] = "A0_err",
+    distance_err: str | tuple[str, str] | None = None,
+    parallax: str | None = None,
+    parallax_err: str | None = None,
+    distance_unit: str | u.UnitBase | None = None,
+    on_bad: OnBad = "raise",
+    extinction_err_floor: float = 0.0,
+    inflate: bool = True,
+) -> CatalogT:
+    r"""Build a catalogue from an in-memory :class:`~astropy.table.Table` (or ``QTable``).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The input; its row numbers (0-based) are those quoted in messages and in :attr:`row_index` /
+        :attr:`dropped_rows`.
+    l, b : str, optional
+        Columns of Galactic longitude and latitude. Unit: any angle (converted to deg); none = deg.
+    distance : str, optional
+        Column of distance. Unit: any length (kpc → pc, ...); none = ``distance_unit``, by default pc. Not
+        used when ``parallax`` is given.
+    extinction : str, optional
+        Column of extinction. Unit: mag; none = mag.
+    extinction_err : str or (str, str), optional
+        Column of the 1-sigma extinction uncertainty, or a pair ``(p16, p84)`` of percentile columns, for
+        which :math:`\sigma = (p_{84} - p_{16}) / 2`. Unit: mag; none = mag.
+    distance_err : str or (str, str), optional
+        Column of the 1-sigma distance uncertainty, or a ``(p16, p84)`` pair, as for ``extinction_err``.
+        Unit: any length; none = ``distance_unit``, by default pc. Default: no distance uncertainty.
+    parallax, parallax_err : str, optional
+        Columns of parallax and its uncertainty (unit: any angle; none = mas), used instead of
+        ``distance`` and ``distance_err``: :math:`d = 1000 / \varpi` pc and
+        :math:`\sigma_d = 1000\,\sigma_\varpi / \varpi^2` pc. This first-order estimate is fine for
+        :math:`\varpi / \sigma_\varpi > 5`; for noisier parallaxes use a distance catalogue. A
+        non-positive parallax is a bad row.
+    distance_unit : str or astropy.units.Unit, optional
+        Unit of the distance columns that carry none (e.g. ``"kpc"``); default pc. A column with a unit
+        that differs from it is an error. Without it, a unitless distance column whose values are all
+        below ``KPC_WARNING_BELOW`` (30) pc gets a warning that it looks like kpc; ``distance_unit="pc"``
+        states that it is not.
+    on_bad : {"raise", "drop"}, optional
+        What to do with bad rows (see Notes): raise a :class:`CatalogError` listing them (default), or
+        drop them, log a warning with counts per reason, and record them in :attr:`dropped_rows`.
+    extinction_err_floor : float, optional
+        Lower bound on the extinction uncertainty, mag: :math:`\sigma = \max(\sigma, \text{floor})`,
+        applied before the checks (so a floor > 0 rescues rows with :math:`\sigma = 0`).
+    inflate : bool, optional
+        If True (default) and the catalogue has distance uncertainties, fold them into the extinction
+        uncertainties with :meth:`inflate_for_distance` (gradient estimated from the data).
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    CatalogError
+        A missing column (the message lists the columns available), a column with a unit that does not
+        convert (the message names the column, the unit found and the unit expected), a non-numeric
+        column, bad rows with ``on_bad="raise"``, or no valid star left with ``on_bad="drop"``.
+
+    Notes
+    -----
+    A row is bad if, in any column used: a value is NaN, inf or masked; :math:`|b| > 90` deg; distance
+    :math:`\le 0`; parallax :math:`\le 0`; a distance or parallax uncertainty :math:`< 0`; a percentile
+    pair has :math:`p_{84} < p_{16}`; the extinction uncertainty after the floor is :math:`\le 0`.
+    Implausible values are bad rows too, reported the same way: distance beyond ``MAX_DISTANCE``
+    (100 kpc, parallax below 0.01 mas), :math:`|A|` above ``MAX_ABS_EXTINCTION`` (30 mag) and an
+    extinction uncertainty below ``MIN_EXTINCTION_ERR`` (1e-6 mag): such values are unit or sentinel
+    errors, and one of them is enough to spoil a map. Negative extinctions are valid (noisy measurements
+    of small extinctions). Rows that repeat another row's l, b, distance and extinction are kept, with a
+    warning giving their number: each counts as a star of its own.
+    """
+    if not isinstance(table, Table):
+        raise TypeError(f"expected an astropy Table, got {type(table).__name__}")
+    check_options(on_bad, extinction_err_floor)
+    columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
+    return _from_columns(cls, table, columns, distance_unit, on_bad, extinction_err_floor, inflate)
+
+
+def from_arrays(
+    cls: type[CatalogT],
+    l: Any,
+    b: Any,
+    distance: Any,
+    extinction: Any,
+    extinction_err: Any,
+    *,
+    distance_err: Any | None = None,
+    distance_unit: str | u.UnitBase | None = None,
+    on_bad: OnBad = "raise",
+    extinction_err_floor: float = 0.0,
+    inflate: bool = True,
+) -> CatalogT:
+    """Build a catalogue from arrays or :class:`~astropy.units.Quantity` objects.
+
+    Parameters
+    ----------
+    l, b : array_like or Quantity, shape (n,)
+        Galactic longitude and latitude; any angle unit, bare numbers are deg.
+    distance : array_like or Quantity, shape (n,)
+        Distance; any length unit, bare numbers are in ``distance_unit`` (default pc).
+    extinction, extinction_err : array_like or Quantity, shape (n,)
+        Observed extinction and its 1-sigma uncertainty; mag, bare numbers are mag.
+    distance_err : array_like or Quantity, shape (n,), optional
+        Distance uncertainty; any length unit, bare numbers are in ``distance_unit`` (default pc).
+    distance_unit, on_bad, extinction_err_floor, inflate
+        As in :meth:`from_table`; row numbers are positions in the arrays, and messages name the
+        arguments.
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    CatalogError
+        Arrays that are not 1-D or not of one length, units that do not convert, bad rows (see
+        :meth:`from_table`).
+    """
+    check_options(on_bad, extinction_err_floor)
+    length = stated_unit(distance_unit, "distance_unit", u.pc, "length")
+    given = {"l": l, "b": b, "distance": distance, "extinction": extinction, "extinction_err": extinction_err}
+    if distance_err is not None:
+        given["distance_err"] = distance_err
+    cols = {name: column(values, name, name, length, one_d=True) for name, values in given.items()}
+    sizes = {name: c.values.size for name, c in cols.items()}
+    if len(set(sizes.values())) > 1:
+        raise CatalogError(f"expected arrays of one length, got sizes {sizes}")
+    fields = assemble(
+        n_rows=sizes["distance"],
+        **{"distance_err": None, **cols},
+        parallax=None,
+        parallax_err=None,
+        on_bad=on_bad,
+        extinction_err_floor=extinction_err_floor,
+    )
+    return _build(cls, fields, inflate)
+
+
+def _from_columns(
+    cls: type[CatalogT],
+    table: Table,
+    columns: ColumnMap,
+    distance_unit: str | u.UnitBase | None,
+    on_bad: OnBad,
+    extinction_err_floor: float,
+    inflate: bool,
+) -> CatalogT:
+    """The catalogue of the columns ``columns`` names in ``table`` (see :func:`from_table`)."""
+    columns.check_present(table)
+    length = stated_unit(distance_unit, "distance_unit", u.pc, "length")
+    fields = assemble(
+        n_rows=len(table), **columns.read(table, length), on_bad=on_bad, extinction_err_floor=extinction_err_floor
+    )
+    return _build(cls, fields, inflate)
+
+
+def _build(cls: type[CatalogT], fields: Mapping[str, Any], inflate: bool) -> CatalogT:
+    """``cls(**fields)``, its distance uncertainties folded into its extinction uncertainties if ``inflate``."""
+    catalog: Any = cls(**fields)
+    if inflate and catalog.distance_err is not None:
+        catalog = catalog.inflate_for_distance()
+    return catalog

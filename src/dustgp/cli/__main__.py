@@ -1,0 +1,7 @@
+"""``python -m dustgp.cli``: the ``dustgp`` command."""
+
+import sys
+
+from .entry import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""Every knob of a fit (:class:`FitConfig`), the methods and stop rules it can name, and the error a fit raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..likelihood import DISTANCE_TREATMENTS, NOISE_MODELS
+
+__all__ = ["DEFAULT_MAX_ITERATIONS", "METHODS", "STOP_RULES", "FitConfig", "FitError"]
+
+STOP_RULES = ("map", "elbo", "none")
+METHODS = ("newton", "svi")
+#: Outer steps of the second-order method, iterations of SVI.
+DEFAULT_MAX_ITERATIONS = {"newton": 200, "svi": 3000}
+
+
+class FitError(RuntimeError):
+    """A fit that cannot start or go on (no stars on the grid, an incompatible checkpoint, ...)."""
+
+
+@dataclass
+class FitConfig:
+    """Every knob of a fit, with the units it is given in. Saved with checkpoints and maps.
+
+    Parameters
+    ----------
+    method : {"newton", "svi"}
+        How the ELBO is maximised. ``"newton"`` (default): the exact ELBO (closed-form expectation, the
+        conditional covariance K_xx - Q_xx included) maximised by natural-gradient steps on q(v) and L-BFGS steps
+        on the hyperparameters and inducing locations, each step raising the ELBO (:mod:`dustgp.fitting.newton`);
+        float64. ``"svi"``: the paper's scheme, Pyro SVI with Monte Carlo gradients and AdamW.
+    inducing_points : int
+        Number M of inducing points.
+    length_scale : float or list of 3 floats
+        Initial kernel scale lengths (gamma_x, gamma_y, gamma_z), pc.
+    scale : float
+        Initial kernel scale factor alpha, dex² (prior variance of phi).
+    mean : float or None
+        Initial constant mean c, log10(mag/pc); ``None`` takes log10 of the median of ``A_i / d_i``.
+    learn_inducing_locations : bool
+        Train the inducing locations, or keep them at their initial star positions.
+    learn_hyperparameters : bool
+        ``"newton"`` only: train c, alpha, gamma (and the locations), or hold them at their initial values and
+        fit q(v) alone.
+    particles : int
+        Monte Carlo samples per ELBO estimate.
+    lr : float
+        AdamW learning rate.
+    lr_covariance : float
+        AdamW learning rate of the variational covariance factor L_q (see Notes).
+    lr_decay, lr_decay_iterations : float, int
+        Learning rates shrink geometrically to ``lr_decay`` times their start over ``lr_decay_iterations``
+        iterations, then stay there: Monte Carlo noise in the gradients otherwise keeps the map jittering.
+    initial_posterior_std : float
+        Initial L_q = ``initial_posterior_std`` · I in the whitened space (GPyTorch starts at 1, see Notes).
+    weight_decay : float
+        AdamW decoupled weight decay on the variational parameters (never on locations or hyperparameters).
+    max_iterations : int, optional
+        Upper bound on iterations (SVI, default 3000) or outer steps (newton, default 200).
+    stop : {"map", "elbo", "none"}
+        Stop rule: the map has converged (default); the paper's ELBO rule; or run ``max_iterations``.
+    tol, window, check_every, patience : float, int, int, int
+        Map rule: stop when q90 ``|rho_now/rho_{window iterations ago} - 1|`` < ``tol`` at ``patience`` checks in a row.
+    elbo_tol, elbo_window : float, int
+        Paper's rule: stop when ``(max - min) / |mean|`` of the last ``elbo_window`` ELBO values < ``elbo_tol``.
+    min_iterations : int
+        No stop rule fires before this many iterations (SVI).
+    step_tol : float
+        ``"newton"`` stop rule: q90 over the training cells of the relative change of the median density, and of
+        the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
+    warmup : int
+        ``"newton"``: steps of q alone before the hyperparameters move.
+    likelihood : {"mixture", "student-t", "gaussian"}
+        Noise model of the stars' extinctions (:mod:`dustgp.likelihood`): a Gaussian plus an outlier population
+        of learned fraction (default; each star's outlier probability is reported after the fit), a Student-t of
+        ``nu`` degrees of freedom, or the paper's Gaussian.
+    nu : float
+        Degrees of freedom of the Student-t.
+    outlier_fraction : float
+        Outlier fraction ε of the mixture: its starting value, or its value when not learned.
+    learn_outlier_fraction : bool
+        ``"newton"``: learn ε (an EM update per step). SVI keeps it fixed.
+    distance_uncertainty : {"auto", "quadrature", "moment", "inflate", "none"}
+        How the catalogue's distance uncertainties enter: averaged over each star's log-normal distance
+        posterior on ``distance_nodes`` quadrature nodes (``"quadrature"``); one node with the model's own slope
+        added to the variance (``"moment"``, newton only); the catalogue's neighbour-based inflation of sigma_A
+        (``"inflate"``); or ignored (``"none"``). ``"auto"``: quadrature when the catalogue has distance
+        uncertainties, otherwise none.
+    distance_nodes : int
+        Quadrature nodes K per star.
+    error_floor : float
+        Added in quadrature to every extinction uncertainty, mag: ``sqrt(sigma² + floor²)``. No photometric
+        extinction is known to better than ~0.01 mag (calibration and extinction-law systematics), and a star
+        quoted at 1e-4 mag otherwise pins its neighbourhood and stiffens the fit.
+    dtype : {"float32", "float64"}
+    device : str
+        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    seed : int
+        Seeds the inducing-point draw and the Monte Carlo samples.
+    checkpoint_every : int
+        Iterations between checkpoints (when a checkpoint path is given).
+
+    Notes
+    -----
+    The variational covariance factor L_q has M(M+1)/2 entries. Adam moves each by about ``lr`` per step whatever
+    the size of its gradient, so noisy Monte Carlo gradients inflate every row of L_q by ~``lr``·√M per step and
+    the posterior variance of phi explodes (measured on the Section 3 problem: -ELBO from 3e8 to 1e25 in 200
+    iterations at lr = 0.02 with S = I). Its off-diagonal entries therefore get their own, 10× smaller rate, and
+    L_q starts at 0.05·I: with 10⁴-10⁶ stars the posterior is far narrower than the prior, and starting at the
+    prior (S = I) makes the first iterations dominated by rare huge samples of 10^phi. The diagonal is learned as
+    log diag(L_q) at ``lr``: only M entries, each moving by a factor, not by a fixed amount. With the small rate
+    there too, the posterior scales were still growing from 0.05 when the map rule fired (the measurements behind
+    these choices are in the docs, Design notes, "SVI learning rates").
+    """
+
+    method: str = "newton"
+    inducing_points: int = 1000
+    length_scale: float | list[float] = 20.0
+    scale: float = 0.5
+    mean: float | None = None
+    learn_inducing_locations: bool = True
+    learn_hyperparameters: bool = True
+    particles: int = 32
+    lr: float = 0.02
+    lr_covariance: float = 0.002
+    initial_posterior_std: float = 0.05
+    lr_decay: float = 1.0
+    lr_decay_iterations: int = 1000
+    weight_decay: float = 0.0
+    max_iterations: int | None = None
+    stop: str = "map"
+    tol: float = 0.02
+    window: int = 200
+    check_every: int = 25
+    patience: int = 3
+    elbo_tol: float = 0.01
+    elbo_window: int = 10
+    min_iterations: int = 20
+    step_tol: float = 2e-3
+    warmup: int = 2
+    likelihood: str = "mixture"
+    nu: float = 4.0
+    outlier_fraction: float = 0.02
+    learn_outlier_fraction: bool = True
+    distance_uncertainty: str = "auto"
+    distance_nodes: int = 8
+    error_floor: float = 0.01
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
+        if self.max_iterations is None:
+            self.max_iterations = DEFAULT_MAX_ITERATIONS[self.method]
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
+        if self.likelihood not in NOISE_MODELS:
+            raise ValueError(f"likelihood: expected one of {NOISE_MODELS}, got {self.likelihood!r}")
+        if self.distance_uncertainty not in DISTANCE_TREATMENTS:
+            raise ValueError(
+                f"distance_uncertainty: expected one of {DISTANCE_TREATMENTS}, got {self.distance_uncertainty!r}"
+            )
+        if not (math.isfinite(self.nu) and self.nu > 0):
+            raise ValueError(f"nu: expected a positive number of degrees of freedom, got {self.nu!r}")
+        if not 1e-4 <= self.outlier_fraction <= 0.5:
+            raise ValueError(f"outlier_fraction: expected a fraction in [1e-4, 0.5], got {self.outlier_fraction!r}")
+        if not (math.isfinite(self.error_floor) and self.error_floor >= 0):
+            raise ValueError(f"error_floor: expected a non-negative uncertainty in mag, got {self.error_floor!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        names = (
+            "inducing_points",
+            "particles",
+            "max_iterations",
+            "window",
+            "check_every",
+            "patience",
+            "checkpoint_every",
+            "distance_nodes",
+        )
+        for name in names:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        ls = np.atleast_1d(np.asarray(self.length_scale, dtype=float))
+        if ls.size not in (1, 3) or np.any(ls <= 0):
+            raise ValueError(f"length_scale: expected one or three positive lengths in pc, got {self.length_scale}")
+        if self.scale <= 0:
+            raise ValueError(f"scale: expected a positive variance in dex², got {self.scale}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float32 if self.dtype == "float32" else torch.float64
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"fit config: unknown options {unknown}; known: {sorted(known)}")
+        return cls(**values)

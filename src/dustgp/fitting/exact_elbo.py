@@ -1,0 +1,314 @@
+"""The ELBO of the second-order method in closed form, its gradients, and q(u) carried across hyperparameters.
+
+The ELBO in closed form
+-----------------------
+With whitened inducing values ``v ~ q(v) = N(m, S)`` and ``A = K_xz L_zz⁻ᵀ``, phi on the training cells is Gaussian,
+``phi ~ N(c + A m, A S Aᵀ + K_xx - A Aᵀ)``: the low-rank part carried by the inducing points plus the conditional
+covariance ``K_xx - Q_xx`` that they leave out (the paper's q(f), docs: Method §5, Eqs. A.6-A.7). Stars couple the
+cells of their own sightline column only, and the Gaussian likelihood is quadratic in the log-normal density, so the
+expected log-likelihood needs only each column's mean and covariance of phi and is exact
+(:meth:`dustgp.sightlines.GaussianStatistics.expected_log_likelihood`): no Monte Carlo noise, a deterministic
+objective that a line search can hold to, and a conditional variance that the stars see in training.
+
+The covariance blocks are ``K_col T K_colᵀ + K_xx,col`` with ``T = L_zz⁻ᵀ (S - I) L_zz⁻¹``: one n × M × M product per
+evaluation, and one more for the gradient (``Kᵀ G K``, with G the gradient per covariance block). That second
+product is both the hyperparameters' gradient with respect to T and the curvature of the natural-gradient step on
+q (:mod:`dustgp.fitting.newton`).
+
+Precision: float64 throughout. The covariance blocks subtract ``K_col L_zz⁻ᵀ L_zz⁻¹ K_colᵀ`` from the prior, and
+``L_zz⁻¹`` has entries as large as the condition number of K_zz: in float32 that cancellation costs ~1e-3 dex² at
+M = 1000, more than the posterior variance of a well-constrained cell.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..linalg import psd_cholesky
+from ..model import JITTER
+from ..projection import rbf_along_sightlines, rbf_cross_covariance, rbf_cross_covariance_vjp
+from ..sightlines import GaussianStatistics
+
+__all__ = [
+    "DTYPE",
+    "Geometry",
+    "NewtonProblem",
+    "NewtonState",
+    "evaluate",
+    "inducing_cholesky",
+    "pack",
+    "rewhiten",
+]
+
+#: The second-order method computes in float64 (see the module's docstring).
+DTYPE = torch.float64
+
+
+@dataclass
+class NewtonProblem:
+    """What the ELBO is evaluated on: training cells grouped by sightline column, and the stars' statistics.
+
+    Attributes
+    ----------
+    cells : torch.Tensor, shape (n_columns * n_d, 3)
+        Cell centres (internal length units), column by column, cells of a column from the Sun outward.
+    n_columns, n_d : int
+    stats : GaussianStatistics
+        float64.
+    blocks : tuple
+        ``stats.column_blocks()``.
+    distances : torch.Tensor, shape (n_columns, n_d)
+        Distance of each cell along its column (internal units), for the prior blocks K_xx,col.
+    directions : torch.Tensor, shape (n_columns, 3)
+        Unit vector of each column.
+    fixed_z : torch.Tensor or None
+        Inducing locations when they are not learned, (M, 3).
+    learn_hyperparameters : bool
+    """
+
+    cells: torch.Tensor
+    n_columns: int
+    n_d: int
+    stats: GaussianStatistics
+    blocks: tuple[torch.Tensor, torch.Tensor]
+    distances: torch.Tensor
+    directions: torch.Tensor
+    fixed_z: torch.Tensor | None
+    learn_hyperparameters: bool = True
+
+    @classmethod
+    def build(
+        cls,
+        cells_grid_order: torch.Tensor,
+        n_d: int,
+        stats: GaussianStatistics,
+        *,
+        fixed_z: torch.Tensor | None,
+        learn_hyperparameters: bool = True,
+    ) -> NewtonProblem:
+        """From cell centres in the grid's order (distance bins outermost, ``(n_d * n_columns, 3)``)."""
+        n_columns = cells_grid_order.shape[0] // n_d
+        cells = cells_grid_order.to(DTYPE).reshape(n_d, n_columns, 3).transpose(0, 1).contiguous()
+        distances = cells.norm(dim=-1)
+        stats = stats.to(dtype=DTYPE)
+        return cls(
+            cells=cells.reshape(-1, 3),
+            n_columns=n_columns,
+            n_d=n_d,
+            stats=stats,
+            blocks=stats.column_blocks(),
+            distances=distances,
+            directions=cells[:, -1] / distances[:, -1:],
+            fixed_z=None if fixed_z is None else fixed_z.to(DTYPE),
+            learn_hyperparameters=learn_hyperparameters,
+        )
+
+    def prior_blocks(self, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """K_xx within each column, ``(n_columns, n_d, n_d)``, dex² (differentiable in alpha and gamma)."""
+        return rbf_along_sightlines(self.distances, self.directions, gamma, alpha)
+
+    def unpack(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(c, alpha, gamma, z)`` from the flat parameter vector."""
+        z = theta[5:].reshape(-1, 3) if self.fixed_z is None else self.fixed_z
+        return theta[0], theta[1].exp(), theta[2:5].exp(), z
+
+
+def pack(c: float, alpha: float, gamma: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """The flat parameter vector ``(c, ln alpha, ln gamma, z)`` (z omitted when fixed)."""
+    head = torch.cat([torch.tensor([c, math.log(alpha)], dtype=DTYPE), gamma.to(DTYPE).log().reshape(3)])
+    return head if z is None else torch.cat([head, z.to(DTYPE).reshape(-1)])
+
+
+@dataclass
+class Geometry:
+    """Everything that depends on theta alone, computed once per theta and shared by the q trials at it.
+
+    Attributes
+    ----------
+    theta : torch.Tensor
+    l_zz : torch.Tensor, (M, M)
+        Cholesky factor of K_zz + jitter.
+    x_inv : torch.Tensor, (M, M)
+        ``L_zz⁻¹``.
+    k_inv : torch.Tensor, (M, M)
+        ``K_zz⁻¹ = L_zz⁻ᵀ L_zz⁻¹``.
+    k : torch.Tensor, (n, M)
+        K_xz on the training cells, column by column.
+    kxx : torch.Tensor, (n_columns, n_d, n_d)
+        Prior covariance of phi within each column.
+    """
+
+    theta: torch.Tensor
+    l_zz: torch.Tensor
+    x_inv: torch.Tensor
+    k_inv: torch.Tensor
+    k: torch.Tensor
+    kxx: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def at(cls, problem: NewtonProblem, theta: torch.Tensor) -> Geometry:
+        """Raises torch.linalg.LinAlgError when K_zz cannot be factorised even with added jitter."""
+        _, alpha, gamma, z = problem.unpack(theta)
+        l_zz = inducing_cholesky(problem, theta)
+        eye = torch.eye(l_zz.shape[0], dtype=DTYPE, device=l_zz.device)
+        x_inv = torch.linalg.solve_triangular(l_zz, eye, upper=False)
+        return cls(
+            theta=theta,
+            l_zz=l_zz,
+            x_inv=x_inv,
+            k_inv=x_inv.T @ x_inv,
+            k=rbf_cross_covariance(problem.cells, z, gamma, alpha),
+            kxx=problem.prior_blocks(alpha, gamma),
+        )
+
+
+def inducing_cholesky(problem: NewtonProblem, theta: torch.Tensor) -> torch.Tensor:
+    """L_zz, the Cholesky factor of K_zz + jitter·alpha·I, at ``theta`` (differentiable)."""
+    _, alpha, gamma, z = problem.unpack(theta)
+    eye = torch.eye(z.shape[0], dtype=DTYPE, device=z.device)
+    jitter = JITTER[DTYPE] * float(alpha.detach())
+    return psd_cholesky(rbf_cross_covariance(z, z, gamma, alpha) + jitter * eye, jitter)
+
+
+@dataclass
+class NewtonState:
+    """A point (theta, q) with its exact ELBO; after :meth:`with_gradients`, the steps to take from it.
+
+    ``m`` and ``l_precision`` (the Cholesky factor of Λ = S⁻¹) are whitened at ``geometry.theta``.
+    """
+
+    geometry: Geometry
+    m: torch.Tensor
+    l_precision: torch.Tensor
+    elbo: float
+    expected_log_likelihood: float
+    kl: float
+    mean: torch.Tensor  # (n_columns, n_d) posterior mean of phi
+    variance: torch.Tensor  # (n_columns, n_d) posterior variance of phi
+    grad_theta: torch.Tensor | None = None
+    grad_m: torch.Tensor | None = None
+    precision_target: torch.Tensor | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+    _grad_cov: torch.Tensor | None = field(default=None, repr=False)  # ∂E/∂Σ per column, for floored_target
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self.geometry.theta
+
+    def with_gradients(self, problem: NewtonProblem) -> NewtonState:
+        """Fill in the ELBO gradient in m, the natural-gradient target precision and the theta gradient."""
+        geo, c = self.geometry, self._cache
+        k, y, w = geo.k, c["y"], c["w"]
+        n, m_size = k.shape
+        g_mu, g_cov = torch.autograd.grad(c["ell"], [c["mean_leaf"], c["cov_leaf"]])
+        g_cov = 0.5 * (g_cov + g_cov.transpose(1, 2))
+        k_col = k.view(problem.n_columns, problem.n_d, m_size)
+        grad_t = k.T @ torch.bmm(g_cov, k_col).view(n, m_size)  # Kᵀ G K: the second n × M × M product
+        g_mu = g_mu.reshape(-1)
+        curvature = geo.x_inv @ grad_t @ geo.x_inv.T  # Aᵀ G A = ∂E/∂S
+        self.precision_target = torch.eye(m_size, dtype=DTYPE, device=k.device) - (curvature + curvature.T)
+        grad_w = k.T @ g_mu
+        self.grad_m = geo.x_inv @ grad_w - self.m
+        self._grad_cov = g_cov
+        if problem.learn_hyperparameters:
+            grad_k = torch.bmm(g_cov, y.view_as(k_col)).view(n, m_size).mul_(2.0)
+            grad_k.add_(g_mu[:, None] * w[None, :])
+            self.grad_theta = _theta_gradient(problem, self, grad_k, grad_t, grad_w, g_mu, g_cov)
+        self._cache = {}
+        return self
+
+
+def _theta_gradient(
+    problem: NewtonProblem,
+    state: NewtonState,
+    grad_k: torch.Tensor,
+    grad_t: torch.Tensor,
+    grad_w: torch.Tensor,
+    g_mu: torch.Tensor,
+    g_cov: torch.Tensor,
+) -> torch.Tensor:
+    """d ELBO / d theta at fixed q(u), from the gradients with respect to K_xz, T, w and the prior blocks.
+
+    q(u) over ``u = c + L_zz v`` is held fixed, so T, w and the KL are functions of theta through K_zz:
+    ``T = K_zz⁻¹ B Bᵀ K_zz⁻¹ - K_zz⁻¹``, ``w = K_zz⁻¹ (μ_u - c)``, ``KL = KL(N(μ_u, B Bᵀ) || N(c, K_zz))``.
+    """
+    geo = state.geometry
+    m_size = geo.l_zz.shape[0]
+    eye = torch.eye(m_size, dtype=DTYPE, device=geo.l_zz.device)
+    p_inv = torch.linalg.solve_triangular(state.l_precision, eye, upper=False)
+    b = geo.l_zz @ p_inv.T  # S_u = B Bᵀ
+    mu_u = geo.theta[0] + geo.l_zz @ state.m
+    th = geo.theta.detach().clone().requires_grad_()
+    c, alpha, gamma, z = problem.unpack(th)
+    with torch.enable_grad():
+        l_zz = inducing_cholesky(problem, th)
+        xb = torch.linalg.solve_triangular(l_zz, b, upper=False)
+        kinv_b = torch.linalg.solve_triangular(l_zz.T, xb, upper=True)
+        x_inv = torch.linalg.solve_triangular(l_zz, eye, upper=False)  # (torch.cholesky_inverse is far slower)
+        t = kinv_b @ kinv_b.T - x_inv.T @ x_inv
+        r = torch.linalg.solve_triangular(l_zz, (mu_u - c)[:, None], upper=False)[:, 0]
+        w = torch.linalg.solve_triangular(l_zz.T, r[:, None], upper=True)[:, 0]
+        kl = 0.5 * ((xb * xb).sum() + r @ r) + l_zz.diagonal().log().sum()
+        kxx = problem.prior_blocks(alpha, gamma)
+        gz, gg, ga = rbf_cross_covariance_vjp(problem.cells, z.detach(), gamma.detach(), alpha.detach(), geo.k, grad_k)
+        surrogate = (t * grad_t).sum() + (w * grad_w).sum() + (kxx * g_cov).sum() + c * g_mu.sum()
+        surrogate = surrogate + (gamma * gg).sum() + alpha * ga - kl
+        if problem.fixed_z is None:
+            surrogate = surrogate + (z * gz).sum()
+        (grad,) = torch.autograd.grad(surrogate, th)
+    return grad
+
+
+@torch.no_grad()
+def rewhiten(
+    old: Geometry, new: Geometry, m: torch.Tensor, l_precision: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whitened ``(m, L_Λ)`` at ``new.theta`` of the same q(u) over the inducing values ``u = c + L_zz v``.
+
+    Hyperparameters move at fixed q(u), not at fixed q(v): the whitened coordinates of a map change with the
+    scale lengths, the values at the inducing points much less, so q stays near its optimum as theta moves.
+    """
+    shift = old.theta[0] - new.theta[0] + old.l_zz @ m
+    mean_new = torch.linalg.solve_triangular(new.l_zz, shift[:, None], upper=False)[:, 0]
+    r = torch.linalg.solve_triangular(old.l_zz, new.l_zz, upper=False)  # Λ_new = Rᵀ Λ R, R = L_old⁻¹ L_new
+    factor = r.T @ l_precision
+    l_prec_new, info = torch.linalg.cholesky_ex(factor @ factor.T)
+    if int(info):
+        raise torch.linalg.LinAlgError("the rewhitened precision is not positive definite")
+    return mean_new, l_prec_new
+
+
+@torch.no_grad()
+def evaluate(problem: NewtonProblem, geometry: Geometry, m: torch.Tensor, l_precision: torch.Tensor) -> NewtonState:
+    """The exact ELBO at (theta, q); keeps what :meth:`NewtonState.with_gradients` needs."""
+    geo = geometry
+    m_size = m.shape[0]
+    eye = torch.eye(m_size, dtype=DTYPE, device=m.device)
+    p_inv = torch.linalg.solve_triangular(l_precision, eye, upper=False)  # S = L_Λ⁻ᵀ L_Λ⁻¹
+    half = p_inv @ geo.x_inv
+    t = half.T @ half - geo.k_inv  # L_zz⁻ᵀ (S - I) L_zz⁻¹
+    w = geo.x_inv.T @ m  # L_zz⁻ᵀ m
+    y = geo.k @ t  # the n × M × M product
+    shape = (problem.n_columns, problem.n_d, m_size)
+    cov = torch.baddbmm(geo.kxx, y.view(shape), geo.k.view(shape).transpose(1, 2))
+    mean = (geo.theta[0] + geo.k @ w).view(problem.n_columns, problem.n_d)
+    mean_leaf = mean.requires_grad_()
+    cov_leaf = cov.requires_grad_()
+    with torch.enable_grad():
+        ell = problem.stats.expected_log_likelihood(mean_leaf, cov_leaf, problem.blocks)
+    kl = 0.5 * (float((p_inv * p_inv).sum()) + float(m @ m) - m_size) + float(l_precision.diagonal().log().sum())
+    return NewtonState(
+        geometry=geo,
+        m=m,
+        l_precision=l_precision,
+        elbo=float(ell.detach()) - kl,
+        expected_log_likelihood=float(ell.detach()),
+        kl=kl,
+        mean=mean.detach(),
+        variance=cov.detach().diagonal(dim1=-2, dim2=-1).clone(),
+        _cache={"y": y, "w": w, "ell": ell, "mean_leaf": mean_leaf, "cov_leaf": cov_leaf},
+    )

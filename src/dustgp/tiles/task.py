@@ -1,0 +1,143 @@
+"""What one tile's task gets, does and returns: the stars (:class:`TileStars`) and the rest of the job
+(:class:`TileJob`) in, the default task (:func:`fit_tile`: fit and predict), the summaries
+(:class:`TilePrediction`) out.
+
+Tasks ship plain numpy arrays both ways (star arrays scattered once per tile, grids as dictionaries, results as
+:class:`TilePrediction`); no torch object crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..catalog import Catalog
+from ..grid import Grid
+from ..posterior_map import PosteriorMap
+
+__all__ = ["TileJob", "TilePrediction", "TileStars", "TileTask", "fit_tile"]
+
+
+@dataclass(frozen=True)
+class TileStars:
+    """The stars of one tile as plain arrays (deg, deg, pc, mag, mag), foreground already subtracted."""
+
+    l: np.ndarray
+    b: np.ndarray
+    distance: np.ndarray
+    extinction: np.ndarray
+    extinction_err: np.ndarray
+
+    def __len__(self) -> int:
+        return self.l.size
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Everything a task needs besides the stars, as plain data.
+
+    Attributes
+    ----------
+    index : int
+    name : str
+    grid : dict
+        Training grid (:meth:`Grid.to_dict`).
+    piece : dict
+        The tile's piece of the prediction grid (:meth:`Grid.to_dict`).
+    fit_options, predict_options : dict
+        Keyword arguments of :func:`dustgp.fit` and :func:`dustgp.predict`.
+    torch_threads : int or None
+        Torch intra-op threads for the task (None leaves the worker's setting).
+    """
+
+    index: int
+    name: str
+    grid: dict[str, Any]
+    piece: dict[str, Any]
+    fit_options: dict[str, Any] = field(default_factory=dict)
+    predict_options: dict[str, Any] = field(default_factory=dict)
+    torch_threads: int | None = None
+
+
+@dataclass
+class TilePrediction:
+    """A tile's posterior summaries on its piece of the prediction grid, as numpy arrays (see :class:`PosteriorMap`).
+
+    Arrays have the piece's shape ``(n_d, n_b, n_l)`` (percentiles and samples with a leading axis). Extinction
+    is integrated from the piece's near edge: from the Sun for the nearest layer, from the piece's first cell for
+    farther layers until :func:`fit_tiles` adds the foreground. ``coverage`` (cells the tile's stars constrain)
+    and ``reliable_distance`` (``(2, n_b, n_l)``: each column's nearest and farthest star of the tile, pc) are
+    those of the tile's map, None when unknown. ``info`` holds JSON-ready facts about the fit.
+    """
+
+    density_mean: np.ndarray
+    density_std: np.ndarray
+    density_percentiles: np.ndarray
+    extinction_mean: np.ndarray
+    extinction_std: np.ndarray
+    extinction_percentiles: np.ndarray
+    density_samples: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    coverage: np.ndarray | None = None
+    reliable_distance: np.ndarray | None = None
+
+    @classmethod
+    def from_map(cls, dmap: PosteriorMap, n_d: int | None = None, info: dict[str, Any] | None = None) -> TilePrediction:
+        """The last ``n_d`` distance cells of a map (all by default) as a :class:`TilePrediction`."""
+        take = slice(dmap.grid.n_d - (dmap.grid.n_d if n_d is None else n_d), None)
+        samples = dmap.density_samples
+        return cls(
+            density_mean=np.asarray(dmap.density_mean[take]),
+            density_std=np.asarray(dmap.density_std[take]),
+            density_percentiles=np.asarray(dmap.density_percentiles[:, take]),
+            extinction_mean=np.asarray(dmap.extinction_mean[take]),
+            extinction_std=np.asarray(dmap.extinction_std[take]),
+            extinction_percentiles=np.asarray(dmap.extinction_percentiles[:, take]),
+            density_samples=None if samples is None else np.asarray(samples[:, take]),
+            info=dict(info or {}),
+            coverage=None if dmap.coverage is None else np.asarray(dmap.coverage[take]),
+            reliable_distance=None if dmap.reliable_distance is None else np.asarray(dmap.reliable_distance),
+        )
+
+
+def fit_tile(job: TileJob, stars: TileStars) -> TilePrediction:
+    """The task run for each tile: fit its stars on its training grid and predict on its piece.
+
+    Runs in a worker process; takes and returns plain data only.
+    """
+    import torch
+
+    from ..fitting import fit
+
+    previous_threads = torch.get_num_threads()
+    if job.torch_threads is not None:
+        torch.set_num_threads(job.torch_threads)
+    try:
+        started = time.perf_counter()
+        catalog = Catalog(stars.l, stars.b, stars.distance, stars.extinction, stars.extinction_err)
+        piece = Grid.from_dict(job.piece)
+        result = fit(catalog, Grid.from_dict(job.grid), **{"progress": False, **job.fit_options})
+        dmap = result.predict(piece, **{"progress": False, **job.predict_options})
+        info = {
+            "stars": dict(result.stars),
+            "iterations": int(result.iterations),
+            "stopped_by": result.stopped_by,
+            "fit_seconds": float(result.seconds),
+            "final_loss": float(result.losses[-1]) if result.losses.size else None,
+            "hyperparameters": result.hyperparameters(),
+            "task_seconds": time.perf_counter() - started,
+        }
+        # predict() adds ghost cells to a piece that has none when the training grid has them; the piece's
+        # own cells are the last ones along distance either way
+        return TilePrediction.from_map(dmap, piece.n_d, info)
+    finally:
+        if job.torch_threads is not None:
+            torch.set_num_threads(previous_threads)
+
+
+#: A tile's task: ``task(job, stars) -> TilePrediction`` (:func:`fit_tile` by default).
+TileTask = Callable[[TileJob, TileStars], TilePrediction]

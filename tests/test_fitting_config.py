@@ -1,0 +1,20 @@
+"""dustgp.fitting.config: the options of a fit and the checks on them."""
+
+import pytest
+
+from dustgp.fitting import FitConfig
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="stop"):
+        FitConfig(stop="sometimes")
+    with pytest.raises(ValueError, match="unknown options"):
+        FitConfig.from_dict({"inducing_pionts": 10})
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    # what checkpoints and maps store is what a resumed fit reads back; max_iterations follows the method
+    config = FitConfig(method="svi", length_scale=[10.0, 20.0, 30.0], seed=7)
+    assert config.max_iterations == 3000
+    assert FitConfig.from_dict(config.to_dict()) == config
+    assert FitConfig().max_iterations == 200

@@ -1,0 +1,138 @@
+"""The second-order fitting method (method="newton"): its steps, its posterior and its resume."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dustgp
+from dustgp.fitting.exact_elbo import Geometry, NewtonProblem, evaluate
+from dustgp.fitting.newton import newton_start
+from dustgp.grid import Grid
+from dustgp.sightlines import GaussianStatistics, Sightlines
+from dustgp.simulate import simulate
+from dustgp.validation import compare_to_truth
+from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, newton_fit, newton_sky
+
+
+@pytest.fixture(scope="module")
+def sky():
+    return newton_sky()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return newton_fit()
+
+
+def _statistics(sky, grid: Grid) -> GaussianStatistics:
+    cat = sky.catalog
+    lines = Sightlines.from_positions(grid, cat.l, cat.b, cat.distance)
+    return GaussianStatistics.from_stars(lines, cat.extinction[lines.star_index], cat.extinction_err[lines.star_index])
+
+
+def test_every_step_raises_the_elbo(fitted) -> None:
+    elbo = -fitted.losses
+    assert elbo.size > 5
+    assert np.all(np.diff(elbo) > 0)
+
+
+def test_fit_converges_and_maps_the_clump(sky, fitted) -> None:
+    assert fitted.converged
+    assert fitted.stopped_by == "converged"
+    dmap = fitted.predict(NEWTON_TRAIN.refined(2), samples=100, progress=False)
+    accuracy = compare_to_truth(dmap, sky)
+    # 3000 stars with 10% noise on a 20 pc clump, 80 inducing points: the SVI fit of test_fit reaches ~10% / 30%
+    assert accuracy.median_relative_error < 0.12
+    assert accuracy.p90_relative_error < 0.35
+    assert accuracy.underestimated_fraction < 0.10
+
+
+def test_impossible_budget_is_not_converged(sky, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="dustgp.fitting"):
+        result = dustgp.fit(sky.catalog, NEWTON_TRAIN, progress=False, max_iterations=2, **SMALL_NEWTON)
+    assert not result.converged
+    assert result.stopped_by == "max_iterations"
+    assert any("did not converge" in r.getMessage() for r in caplog.records)
+
+
+def test_stiff_sky_converges() -> None:
+    # an empty foreground and sigma_A = 10% of A with no floor: stars just behind d_min have sigma ~ 1e-4 mag
+    region = Grid(l=(60, 80, 30), b=(-5, 5, 15), d=(150, 350, 40), ghost_cells=0)
+    stiff = simulate(
+        region, n_stars=3000, n_clumps=1, clump_sigma=(20, 20), clump_peak=(1e-2, 1e-2), foreground=False, seed=11
+    )
+    assert stiff.catalog.extinction_err.min() < 1e-3
+    grid = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=1)
+    result = dustgp.fit(stiff.catalog, grid, progress=False, max_iterations=200, **SMALL_NEWTON)
+    assert result.converged
+    dmap = result.predict(grid.refined(2), samples=100, progress=False)
+    assert compare_to_truth(dmap, stiff).median_relative_error < 0.15
+
+
+def test_matches_the_laplace_posterior_when_nearly_linear(sky) -> None:
+    # With a prior variance of 1e-4 dex², rho = 10^phi is linear in v to ~ln10·0.01 = 2%: the ELBO's optimum and
+    # the Laplace approximation (mode, inverse Hessian) agree to that order. Tolerances: 0.05 prior sd on the
+    # mean, 5% on the posterior sd (both a few times the nonlinearity).
+    grid = Grid(l=(60, 80, 4), b=(-5, 5, 2), d=(150, 350, 8), ghost_cells=1)
+    options = {**SMALL_NEWTON, "inducing_points": 24, "scale": 1e-4, "learn_hyperparameters": False, "mean": -2.75}
+    result = dustgp.fit(sky.catalog, grid, progress=False, max_iterations=100, step_tol=1e-5, **options)
+    gp = result.model
+    stats = _statistics(sky, grid)
+    cells = torch.as_tensor(grid.cell_centers_xyz()) / gp.length_unit
+    with torch.no_grad():
+        l_zz = gp.inducing_cholesky()
+        a = torch.linalg.solve_triangular(l_zz, gp.cross_covariance(cells).T, upper=False).T
+    c = float(gp.mean_module.constant.detach())
+
+    def log_posterior(v: torch.Tensor) -> torch.Tensor:
+        rho = torch.pow(10.0, c + a @ v).reshape(grid.n_d, grid.n_columns)
+        return stats.log_likelihood(rho) - 0.5 * v @ v
+
+    v = torch.zeros(a.shape[1], dtype=torch.float64)
+    for _ in range(30):  # Newton on the exact log posterior
+        grad = torch.func.grad(log_posterior)(v)
+        hess = torch.func.hessian(log_posterior)(v)
+        v = v - torch.linalg.solve(hess, grad)
+    covariance = torch.linalg.inv(-torch.func.hessian(log_posterior)(v))
+    m = gp.variational_mean.detach()
+    l_q = gp.variational_scale_tril().detach()
+    sd = (l_q @ l_q.T).diagonal().sqrt()
+    assert float((m - v).abs().max()) < 0.05
+    assert float((sd / covariance.diagonal().sqrt() - 1).abs().max()) < 0.05
+
+
+def test_band_widens_beyond_the_stars(fitted) -> None:
+    # beyond d_max no star constrains the map: the band must widen toward the prior, not collapse onto its mean
+    grid = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 800, 40), ghost_cells=1)
+    dmap = fitted.predict(grid, samples=400, progress=False)
+    ratio = dmap.density(84).value / dmap.density(16).value
+    d = dmap.grid.d_centers
+    inside, beyond = ratio[(d > 180) & (d < 320)], ratio[d > 600]
+    assert np.median(beyond) > np.median(inside)
+
+
+def test_newton_state_round_trips_through_the_model(fitted) -> None:
+    # the parameters written into the model are read back as the same point (checkpoints, resume)
+    gp = fitted.model
+    cells = torch.as_tensor(NEWTON_TRAIN.cell_centers_xyz()) / gp.length_unit
+    stats = GaussianStatistics.from_stars(
+        Sightlines.from_positions(NEWTON_TRAIN, [70.0], [0.0], [250.0]), np.array([0.5]), np.array([0.05])
+    )
+    problem = NewtonProblem.build(cells, NEWTON_TRAIN.n_d, stats, fixed_z=None)
+    theta, m, l_precision = newton_start(gp, problem)
+    state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
+    assert math.isfinite(state.elbo)
+    assert torch.allclose(m, gp.variational_mean.detach().double())
+
+
+def test_resume_continues_a_newton_fit(sky, tmp_path) -> None:
+    ckpt = tmp_path / "fit.ckpt"
+    first = dustgp.fit(sky.catalog, NEWTON_TRAIN, progress=False, max_iterations=4, checkpoint=ckpt, **SMALL_NEWTON)
+    assert first.iterations == 4
+    resumed = dustgp.fit(sky.catalog, NEWTON_TRAIN, progress=False, resume=ckpt, max_iterations=8)
+    assert resumed.config.method == "newton"
+    assert resumed.iterations == 8
+    assert resumed.losses[-1] < first.losses[-1]
