@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from dustgp.grid import Grid, GridError, lbd_to_xyz
+from dustgp.grid import Grid, GridError, lbd_to_xyz, wrap_longitude
 
 B = (-5, 5, 4)
 D = (100, 300, 5)
@@ -156,3 +156,13 @@ def test_distance_cell_picks_the_holding_cell_or_the_nearest() -> None:
     d = np.linspace(1.0, 299.0, 50)
     i_d, _, _ = grid.locate(np.full(50, 60.0), np.zeros(50), d)
     assert [grid.distance_cell(x) for x in d] == i_d.tolist()
+
+
+@pytest.mark.parametrize("start", [-180.0, 0.0, 179.5, 350.0])
+def test_wrap_longitude_lands_in_one_turn_from_start(start: float) -> None:
+    l = np.array([-720.0, -1.0, 0.0, start, start + 359.999, start + 360.0, 725.25])
+    wrapped = wrap_longitude(l, start)
+    assert np.all((wrapped >= start) & (wrapped < start + 360.0))
+    turns = (wrapped - l) / 360.0
+    np.testing.assert_allclose(turns, np.round(turns), atol=1e-12)  # moved by whole turns only
+    assert wrap_longitude(start + 360.0, start) == start  # the turn is half-open

@@ -66,8 +66,14 @@ import sys
 import time
 from pathlib import Path
 
+import signal
+
 import dustgp._atomic as atomic
 from dustgp.cli import main
+
+# Ctrl-C as at a terminal: a child started from a background job inherits SIGINT ignored (POSIX shells ignore it
+# in asynchronous commands), and Python then never installs the handler that raises KeyboardInterrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 marker, target, nth = Path(os.environ["PAUSE_MARKER"]), os.environ["PAUSE_TARGET"], int(os.environ["PAUSE_AT"])
 flush = atomic._fsync

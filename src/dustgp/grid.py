@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_REFINEMENT", "Grid", "GridError", "lbd_to_xyz"]
+__all__ = ["DEFAULT_REFINEMENT", "Grid", "GridError", "lbd_to_xyz", "wrap_longitude"]
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +244,7 @@ class Grid:
     # ----- locating positions -------------------------------------------------------------------------------
     def unwrap_l(self, l: np.ndarray) -> np.ndarray:
         """Longitudes (deg) shifted by multiples of 360 into [l_edges[0], l_edges[0] + 360)."""
-        lo = self.l_edges[0]
-        return lo + np.mod(np.asarray(l, dtype=float) - lo, 360.0)
+        return wrap_longitude(l, self.l_edges[0])
 
     def locate(self, l: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell indices ``(i_d, i_b, i_l)`` holding each position; -1 where the position is off the grid.
@@ -341,6 +340,16 @@ class Grid:
             f"b={self.b_edges[0]:g}..{self.b_edges[-1]:g} deg x {self.n_b}, "
             f"d={self.d_min:g}..{self.d_max:g} pc x {self.n_d - self.ghost_cells}, ghost_cells={self.ghost_cells})"
         )
+
+
+def wrap_longitude(l: np.ndarray | float, start: float) -> np.ndarray:
+    """Longitudes (deg) shifted by multiples of 360 into ``[start, start + 360)``: the one wrapping rule.
+
+    A grid starts the turn at its first edge (:meth:`Grid.unwrap_l`: half-open cells, a position just below the
+    first edge is off the grid); distances to a region start it half a turn before the region's centre (so that a
+    position just below the first edge stays just below it, :mod:`dustgp.tiles`).
+    """
+    return start + np.mod(np.asarray(l, dtype=float) - start, 360.0)
 
 
 def lbd_to_xyz(l: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 
-from ..grid import Grid, GridError
+from ..grid import Grid, GridError, wrap_longitude
 
 __all__ = ["Tile", "TileError", "plan_tiles"]
 
@@ -36,7 +36,7 @@ def _unwrap(l: np.ndarray, centre: float) -> np.ndarray:
     Centred on the region (rather than starting at its first edge) so that a position just below the first
     edge stays just below it instead of jumping a full turn to the far side.
     """
-    return centre + np.mod(np.asarray(l, dtype=float) - centre + 180.0, 360.0) - 180.0
+    return wrap_longitude(l, centre - 180.0)
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import Grid
-from ..posterior_map import DEFAULT_PERCENTILES, PosteriorMap
+from ..posterior_map import DEFAULT_PERCENTILES, SUMMARIES, PosteriorMap
 from .geometry import Tile, TileError
 from .task import TilePrediction
 
@@ -25,11 +25,7 @@ class _Accumulator:
         shape = grid.shape
         self.grid = grid
         self.weight = np.zeros(shape)
-        self.sums = {
-            name: np.zeros(shape) for name in ("density_mean", "density_std", "extinction_mean", "extinction_std")
-        }
-        self.sums["density_percentiles"] = np.zeros((n_q, *shape))
-        self.sums["extinction_percentiles"] = np.zeros((n_q, *shape))
+        self.sums = {s.name: np.zeros((n_q, *shape) if s.per_level else shape) for s in SUMMARIES}
         self.samples = np.zeros((n_samples, *shape)) if n_samples else None
         # where the stars constrain the map: a cell is constrained when a tile that covers it with weight says so;
         # a column's reliable range runs from the nearest to the farthest star of the tiles over it. Kept only
@@ -84,12 +80,7 @@ class _Accumulator:
         return PosteriorMap(
             grid=self.grid,
             percentiles=percentiles,
-            density_mean=self.normalised("density_mean"),
-            density_std=self.normalised("density_std"),
-            density_percentiles=self.normalised("density_percentiles"),
-            extinction_mean=self.normalised("extinction_mean"),
-            extinction_std=self.normalised("extinction_std"),
-            extinction_percentiles=self.normalised("extinction_percentiles"),
+            **{s.name: self.normalised(s.name) for s in SUMMARIES},
             density_samples=samples,
             meta=meta,
             coverage=self.coverage,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..catalog import Catalog
 from ..grid import Grid
-from ..posterior_map import PosteriorMap
+from ..posterior_map import SUMMARIES, PosteriorMap
 
 __all__ = ["TileJob", "TilePrediction", "TileStars", "TileTask", "fit_tile"]
 
@@ -91,12 +91,7 @@ class TilePrediction:
         take = slice(dmap.grid.n_d - (dmap.grid.n_d if n_d is None else n_d), None)
         samples = dmap.density_samples
         return cls(
-            density_mean=np.asarray(dmap.density_mean[take]),
-            density_std=np.asarray(dmap.density_std[take]),
-            density_percentiles=np.asarray(dmap.density_percentiles[:, take]),
-            extinction_mean=np.asarray(dmap.extinction_mean[take]),
-            extinction_std=np.asarray(dmap.extinction_std[take]),
-            extinction_percentiles=np.asarray(dmap.extinction_percentiles[:, take]),
+            **{s.name: np.asarray(getattr(dmap, s.name)[..., take, :, :]) for s in SUMMARIES},
             density_samples=None if samples is None else np.asarray(samples[:, take]),
             info=dict(info or {}),
             coverage=None if dmap.coverage is None else np.asarray(dmap.coverage[take]),
