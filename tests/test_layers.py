@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # products layer registers its query and file functions with it, see dustgp.posterior_map.register_product)
     "_version": 0,
     "_atomic": 0,
+    "_units": 0,
     "grid": 0,
     "catalog": 0,
     "posterior_map": 0,

@@ -31,6 +31,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from astropy_healpix import interpolate_bilinear_lonlat, lonlat_to_healpix, nside_to_pixel_resolution
 from scipy.ndimage import map_coordinates
 
+from ._units import distance_pc
 from .io import celestial_wcs
 from .query import extinction_plane
 
@@ -396,8 +397,8 @@ def emission_ratio(
         Ratio, reprojected emission and extinction, shape (n_b, n_l), and the median used.
     """
     grid = dmap.grid
-    d_pc = grid.d_max if distance is None else float(u.Quantity(distance, u.pc).to_value(u.pc))
-    extinction = extinction_plane(dmap, d_pc, mode=mode)
+    d_pc = grid.d_max if distance is None else float(distance_pc(distance, "emission_ratio: distance"))
+    extinction = extinction_plane(dmap, d_pc * u.pc, mode=mode)
     values = reproject_to_grid(emission, grid, method=method, field=field)
     valid = np.isfinite(values) & (values > 0) & np.isfinite(extinction)
     if not valid.any():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import astropy.units as u
 import numpy as np
 
+from ._units import distance_pc
 from .query import extinction_plane
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def dust_mass(
         percentiles (approximate, see :class:`MassEstimate`).
     """
     grid = dmap.grid
-    d_pc = grid.d_max if distance is None else float(u.Quantity(distance, u.pc).to_value(u.pc))
+    d_pc = grid.d_max if distance is None else float(distance_pc(distance, "dust_mass: distance"))
     kappa_q = u.Quantity(kappa, u.cm**2 / u.g)
     levels = np.asarray(q, dtype=float)
     mask = pixel_mask(dmap, l, b)
@@ -178,11 +179,11 @@ def dust_mass(
     omega = grid.solid_angles()[mask]  # sr
     scale = ((d_pc * u.pc) ** 2 / kappa_q).to(u.M_sun)  # per unit (tau x sr)
     if dmap.n_samples:
-        extinction = extinction_plane(dmap, d_pc, mode="samples")[mask]  # (n_pix, n_samples)
+        extinction = extinction_plane(dmap, d_pc * u.pc, mode="samples")[mask]  # (n_pix, n_samples)
         per_sample = TAU_PER_MAG * (extinction * omega[:, None]).sum(axis=0)
         values, method = np.percentile(per_sample, levels), "samples"
     else:
-        extinction = extinction_plane(dmap, d_pc, mode="percentile", pct=levels)[mask]  # (n_pix, n_q)
+        extinction = extinction_plane(dmap, d_pc * u.pc, mode="percentile", pct=levels)[mask]  # (n_pix, n_q)
         values, method = TAU_PER_MAG * (extinction * omega[:, None]).sum(axis=0), "percentiles"
     return MassEstimate(
         percentiles=levels,

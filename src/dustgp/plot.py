@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FuncFormatter
 
+from ._units import distance_pc
 from .io import celestial_wcs
 from .query import extinction_plane
 
@@ -124,8 +125,8 @@ def _sky_image(
     return image
 
 
-def _distance_pc(distance: float | u.Quantity) -> float:
-    return float(u.Quantity(distance, u.pc).to_value(u.pc))
+def _distance_pc(distance: float | u.Quantity, where: str) -> float:
+    return float(distance_pc(distance, where))
 
 
 def density_slice(
@@ -160,7 +161,7 @@ def density_slice(
     matplotlib.image.AxesImage
     """
     grid = dmap.grid
-    d = _distance_pc(distance)
+    d = _distance_pc(distance, "density_slice: distance")
     i_d = grid.distance_cell(d)
     plane = dmap.density(q).to_value(u.mag / u.pc)[i_d]
     if log and "norm" not in imshow:
@@ -200,8 +201,8 @@ def extinction_map(
     matplotlib.image.AxesImage
     """
     grid = dmap.grid
-    d = grid.d_max if distance is None else _distance_pc(distance)
-    plane = extinction_plane(dmap, d, mode=mode)
+    d = grid.d_max if distance is None else _distance_pc(distance, "extinction_map: distance")
+    plane = extinction_plane(dmap, d * u.pc, mode=mode)
     imshow.setdefault("cmap", "viridis")
     image = _sky_image(grid, plane, ax, colorbar=colorbar, label=f"A to {d:.0f} pc, {mode} (mag)", **imshow)
     return image
@@ -454,7 +455,7 @@ def truth_comparison(
     if truth.shape != grid.shape:
         raise ValueError(f"truth_density: expected shape {grid.shape}, got {truth.shape}")
     median = dmap.density(50.0).to_value(u.mag / u.pc)
-    d_list = np.atleast_1d(u.Quantity(distances, u.pc).to_value(u.pc))
+    d_list = np.atleast_1d(distance_pc(distances, "truth_comparison: distances"))
     fig = plt.figure(figsize=(15, 3.6 * d_list.size), layout="constrained") if fig is None else fig
     for row, d in enumerate(d_list):
         i_d = grid.distance_cell(d)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import astropy.units as u
 import numpy as np
 
 from .catalog import Catalog, lognormal_nodes
@@ -69,7 +70,7 @@ def compare_to_truth(dmap: PosteriorMap, sky: SimulatedSky) -> TruthComparison:
     a_lo, a_hi = (dmap.extinction(q).value[region] for q in (16, 84))
     cat = sky.catalog
     # at the stars' true distances: with distance errors, the catalogue's are scattered from where A_true is
-    predicted = DustMapQuery(dmap).query_lbd(cat.l, cat.b, sky.true_distance, mode="median")
+    predicted = DustMapQuery(dmap).query_lbd(cat.l, cat.b, sky.true_distance * u.pc, mode="median")
     ok = np.isfinite(predicted)
     under = predicted[ok] < sky.true_extinction[ok] - cat.extinction_err[ok]
     return TruthComparison(
@@ -146,7 +147,7 @@ def holdout_report(
     else:
         nodes, sigma = held_out.distance[:, None], held_out.extinction_err
     k = nodes.shape[1]
-    where = (np.repeat(held_out.l, k), np.repeat(held_out.b, k), nodes.reshape(-1))
+    where = (np.repeat(held_out.l, k), np.repeat(held_out.b, k), nodes.reshape(-1) * u.pc)
     mean_k = query.query_lbd(*where, mode="mean").reshape(n, k)
     std_k = query.query_lbd(*where, mode="std").reshape(n, k)
     inside_map = np.isfinite(mean_k)

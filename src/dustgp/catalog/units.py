@@ -16,6 +16,7 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 
+from .._units import KPC_WARNING_BELOW
 from .checks import CatalogError, quoted
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A bare distance column whose values all lie below this (pc) looks like kpc, and gets a warning.
-KPC_WARNING_BELOW = 30.0
 
 #: Each quantity of a catalogue: its internal unit, and what it is (in messages).
 UNITS: dict[str, tuple[u.UnitBase, str]] = {

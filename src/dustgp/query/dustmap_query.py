@@ -14,7 +14,6 @@ inside a cell (the percentile of a sum is not the sum of percentiles), exact at 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,49 +21,10 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
 
-from ..catalog import KPC_WARNING_BELOW
+from .._units import degrees, distance_pc
 from ..posterior_map import PosteriorMap, register_product
 
 __all__ = ["FLAGS_DTYPE", "MODES", "DustMapQuery", "QueryError"]
-
-logger = logging.getLogger(__name__)
-
-
-def _degrees(angle: Any) -> np.ndarray:
-    """Angles in deg from a Quantity (any angle unit) or bare numbers (deg)."""
-    return np.asarray(angle.to_value(u.deg) if isinstance(angle, u.Quantity) else angle, dtype=float)
-
-
-def _distance_pc(d: Any, bare_unit: u.UnitBase, method: str) -> np.ndarray:
-    """Distances in pc from a Quantity (any length unit) or from bare numbers in ``bare_unit``.
-
-    The catalogue's units rule (:mod:`dustgp.catalog.units`) applied to queries: bare numbers get the documented
-    unit, and a warning when all of them look like the other one (all below 30 read as pc, all at or above 30
-    read as kpc: 30 kpc is beyond the Galaxy's dust).
-    """
-    if isinstance(d, u.Quantity):
-        return np.asarray(d.to_value(u.pc), dtype=float)
-    values = np.asarray(d, dtype=float)
-    with np.errstate(invalid="ignore"):
-        finite = values[np.isfinite(values) & (values > 0)]
-    if finite.size:
-        if bare_unit == u.pc and finite.max() < KPC_WARNING_BELOW:
-            other = "kpc"
-        elif bare_unit == u.kpc and finite.min() >= KPC_WARNING_BELOW:
-            other = "pc"
-        else:
-            other = None
-        if other is not None:
-            logger.warning(
-                "%s: bare distances are %s, but these (%.3g..%.3g) look like %s; pass a Quantity (d * u.%s) to say so",
-                method,
-                bare_unit,
-                finite.min(),
-                finite.max(),
-                other,
-                other,
-            )
-    return values if bare_unit == u.pc else values * bare_unit.to(u.pc)
 
 
 
@@ -252,7 +212,7 @@ class DustMapQuery:
         """
         if mode not in MODES:
             raise QueryError(f"mode: expected one of {MODES}, got {mode!r}")
-        l_a, b_a, d_a = np.broadcast_arrays(_degrees(l), _degrees(b), _distance_pc(d, u.pc, "query_lbd"))
+        l_a, b_a, d_a = np.broadcast_arrays(degrees(l), degrees(b), distance_pc(d, "query_lbd"))
         shape = l_a.shape
         row, weight, valid = self._locate(l_a.ravel(), b_a.ravel(), d_a.ravel())
         n = row.size
@@ -375,7 +335,7 @@ class DustMapQuery:
         """
         if d is None:
             raise QueryError("query_gal: this is a 3D map; give a distance d (kpc, or a Quantity)")
-        return self.query_lbd(l, b, _distance_pc(d, u.kpc, "query_gal") * u.pc, **kwargs)
+        return self.query_lbd(l, b, distance_pc(d, "query_gal", bare_unit=u.kpc) * u.pc, **kwargs)
 
     def __repr__(self) -> str:
         kind = "extinction" if self.integrated else "density"

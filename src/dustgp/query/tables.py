@@ -9,6 +9,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Column, Table
 
+from .._units import distance_pc
 from ..posterior_map import PosteriorMap
 from .dustmap_query import DustMapQuery, QueryError
 
@@ -34,11 +35,11 @@ def extinction_plane(
         Extinction, mag, continuous in distance (linear within a cell, see :mod:`dustgp.query.dustmap_query`).
     """
     grid = dmap.grid
-    d = grid.d_max if distance is None else u.Quantity(distance, u.pc).to_value(u.pc)
+    d = grid.d_max if distance is None else float(distance_pc(distance, "extinction_plane: distance"))
     if not 0 <= d <= grid.d_max:
         raise QueryError(f"distance: expected 0..{grid.d_max:g} pc (the map's extent), got {d:g} pc")
     b, l = np.meshgrid(grid.b_centers, grid.l_centers, indexing="ij")
-    return DustMapQuery(dmap).query_lbd(l, b, d, mode=mode, pct=pct)
+    return DustMapQuery(dmap).query_lbd(l, b, d * u.pc, mode=mode, pct=pct)
 
 
 #: Column names tried, in order, for each coordinate of a table by :func:`query_table`.
@@ -110,7 +111,7 @@ def query_table(
     b = _table_column(table, "b", columns[1], u.deg)
     d = _table_column(table, "d", columns[2], u.pc)
     query = DustMapQuery(dmap, integrated=integrated, seed=seed)
-    values, flags = query.query_lbd(l, b, d, mode=mode, pct=pct, return_flags=True)
+    values, flags = query.query_lbd(l, b, d * u.pc, mode=mode, pct=pct, return_flags=True)
     prefix, unit = ("A", u.mag) if integrated else ("rho", u.mag / u.pc)
     if mode == "percentile":
         levels = np.atleast_1d(np.asarray(pct, dtype=float))
