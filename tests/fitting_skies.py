@@ -7,6 +7,7 @@ import functools
 
 import dustgp
 from dustgp.grid import Grid
+from dustgp.sightlines import GaussianStatistics, Sightlines
 from dustgp.simulate import simulate
 
 REGION = Grid(l=(60, 80, 40), b=(-5, 5, 20), d=(150, 350, 40), ghost_cells=0)
@@ -49,3 +50,11 @@ def newton_sky():
 def newton_fit() -> dustgp.Fit:
     """The newton fit of :func:`newton_sky` on :data:`NEWTON_TRAIN` (up to 150 steps)."""
     return dustgp.fit(newton_sky().catalog, NEWTON_TRAIN, progress=False, max_iterations=150, **SMALL_NEWTON)
+
+
+def gaussian_statistics(sky, grid: Grid) -> GaussianStatistics:
+    """The per-cell sufficient statistics of a sky's catalogue on ``grid`` (Gaussian likelihood, no floor)."""
+    cat = sky.catalog
+    lines = Sightlines.from_positions(grid, cat.l, cat.b, cat.distance)
+    return GaussianStatistics.from_stars(lines, cat.extinction[lines.star_index], cat.extinction_err[lines.star_index])
+

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dustgp.grid import Grid
-from dustgp.sightlines import GaussianStatistics, Sightlines
-from fitting_skies import NEWTON_TRAIN, newton_fit, newton_sky
+from fitting_skies import NEWTON_TRAIN, gaussian_statistics, newton_fit, newton_sky
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +19,8 @@ def fitted():
     return newton_fit()
 
 
-def _statistics(sky, grid: Grid) -> GaussianStatistics:
-    cat = sky.catalog
-    lines = Sightlines.from_positions(grid, cat.l, cat.b, cat.distance)
-    return GaussianStatistics.from_stars(lines, cat.extinction[lines.star_index], cat.extinction_err[lines.star_index])
-
-
 def test_expected_log_likelihood_matches_monte_carlo(sky) -> None:
-    stats = _statistics(sky, NEWTON_TRAIN)
+    stats = gaussian_statistics(sky, NEWTON_TRAIN)
     rng = np.random.default_rng(0)
     n_col, n_d = NEWTON_TRAIN.n_columns, NEWTON_TRAIN.n_d
     mean = torch.as_tensor(rng.normal(-2.8, 0.2, (n_col, n_d)))

@@ -14,7 +14,7 @@ from dustgp.grid import Grid
 from dustgp.sightlines import GaussianStatistics, Sightlines
 from dustgp.simulate import simulate
 from dustgp.validation import compare_to_truth
-from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, newton_fit, newton_sky
+from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, gaussian_statistics, newton_fit, newton_sky
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,6 @@ def sky():
 @pytest.fixture(scope="module")
 def fitted():
     return newton_fit()
-
-
-def _statistics(sky, grid: Grid) -> GaussianStatistics:
-    cat = sky.catalog
-    lines = Sightlines.from_positions(grid, cat.l, cat.b, cat.distance)
-    return GaussianStatistics.from_stars(lines, cat.extinction[lines.star_index], cat.extinction_err[lines.star_index])
 
 
 def test_every_step_raises_the_elbo(fitted) -> None:
@@ -80,7 +74,7 @@ def test_matches_the_laplace_posterior_when_nearly_linear(sky) -> None:
     options = {**SMALL_NEWTON, "inducing_points": 24, "scale": 1e-4, "learn_hyperparameters": False, "mean": -2.75}
     result = dustgp.fit(sky.catalog, grid, progress=False, max_iterations=100, step_tol=1e-5, **options)
     gp = result.model
-    stats = _statistics(sky, grid)
+    stats = gaussian_statistics(sky, grid)
     cells = torch.as_tensor(grid.cell_centers_xyz()) / gp.length_unit
     with torch.no_grad():
         l_zz = gp.inducing_cholesky()
