@@ -280,19 +280,23 @@ class StarLikelihood:
         e = ((self.a * self.a - 2.0 * self.a * mean_a + mean_a2) / s2).clamp(min=0.0)  # E[(A - A_mod)²] / σ²
         n, star, lp = self.n_stars, self.star, self.log_prior
         log_prior_norm = lp - 0.5 * torch.log(2.0 * math.pi * s2)
-        for _ in range(rounds if self.noise != "gaussian" else 1):
-            log_joint = log_prior_norm - 0.5 * self.weight[star] * e  # E[λ] = 1 but for the Student-t
-            if self.noise == "mixture":
-                log_in = log_joint + math.log1p(-self.outlier_fraction)
-                log_out = math.log(self.outlier_fraction) + self.log_outlier_density
-                log_norm = torch.logaddexp(_segment_logsumexp(log_in, star, n), torch.full_like(self.a_star, log_out))
-                self.responsibility = torch.exp(log_in - log_norm[star])
+        if self.noise == "mixture":
+            # the inlier's node sum does not depend on ε: one log-sum-exp over the nodes, then the ε rounds per star
+            log_joint = log_prior_norm - 0.5 * e
+            log_inlier = _segment_logsumexp(log_joint, star, n)
+            for _ in range(max(rounds, 1)):
+                used = self.outlier_fraction
+                log_out = math.log(used) + self.log_outlier_density
+                log_norm = torch.logaddexp(log_inlier + math.log1p(-used), torch.full_like(self.a_star, log_out))
                 self.outlier_probability = torch.exp(log_out - log_norm)
                 if self.learn_outlier_fraction:
                     lo, hi = OUTLIER_FRACTION_RANGE
                     self.outlier_fraction = float(self.outlier_probability.mean().clamp(lo, hi))
-                data = log_norm.sum()
-            else:
+            self.responsibility = torch.exp(log_joint + (math.log1p(-used) - log_norm)[star])
+            data = log_norm.sum()
+        else:
+            for _ in range(rounds if self.noise == "student-t" else 1):
+                log_joint = log_prior_norm - 0.5 * self.weight[star] * e  # E[λ] = 1 but for the Student-t
                 log_norm = _segment_logsumexp(log_joint, star, n)
                 self.responsibility = torch.exp(log_joint - log_norm[star])
                 data = log_norm[self.has_nodes].sum()
@@ -321,16 +325,22 @@ class StarLikelihood:
         ``∫ p(d) N(A; A_mod(d), σ²) dd`` misses it (tested against the integral in tests/test_likelihood.py).
         ``node_extinction`` has shape ``(..., n_nodes)``.
         """
-        same = self.star[1:] == self.star[:-1]
-        step = node_extinction[..., 1:] - node_extinction[..., :-1]
+        same, both = self._neighbours()
+        step = torch.where(same, node_extinction[..., 1:] - node_extinction[..., :-1], 0.0)
         zero = torch.zeros_like(node_extinction[..., :1])
-        left = torch.cat([zero, torch.where(same, step, 0.0)], dim=-1)
-        right = torch.cat([torch.where(same, step, 0.0), zero], dim=-1)
-        both = torch.cat([torch.tensor([False], device=same.device), same]) & torch.cat(
-            [same, torch.tensor([False], device=same.device)]
-        )
+        left = torch.cat([zero, step], dim=-1)
+        right = torch.cat([step, zero], dim=-1)
         span = torch.where(both, 0.5 * (left + right), left + right)
         return self.sigma2[self.star] + span * span / 12.0
+
+    def _neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which consecutive nodes belong to one star, and which nodes have a neighbour on both sides (fixed by the
+        node layout, so found once)."""
+        if getattr(self, "_neighbour_masks", None) is None:
+            same = self.star[1:] == self.star[:-1]
+            no = torch.tensor([False], device=same.device)
+            self._neighbour_masks = same, torch.cat([no, same]) & torch.cat([same, no])
+        return self._neighbour_masks
 
     def node_weights(self) -> torch.Tensor:
         """``w_ik = q_i(k, inlier) E[λ_i] / σ_i²`` per node, mag⁻²."""
