@@ -200,16 +200,21 @@ def test_wcs_image_partial_coverage_gives_nan(dmap: PosteriorMap) -> None:
     assert np.isfinite(emission[:, GRID.l_centers > 55.5]).all()
 
 
-def test_equatorial_tan_image(dmap: PosteriorMap) -> None:
-    centre = SkyCoord(l=60 * u.deg, b=0 * u.deg, frame="galactic").icrs
-    step, n = 0.05, 1000
+def equatorial_tan(*, l: float, step: float, n: int) -> tuple[WCS, SkyCoord]:
+    """An n × n equatorial TAN image of ``step`` deg pixels centred on (l, 0) Galactic, and its pixels' positions."""
+    centre = SkyCoord(l=l * u.deg, b=0 * u.deg, frame="galactic").icrs
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.cdelt = [-step, step]
     wcs.wcs.crval = [centre.ra.deg, centre.dec.deg]
     wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
     y, x = np.mgrid[:n, :n]
-    gal = wcs.pixel_to_world(x, y).galactic
+    return wcs, wcs.pixel_to_world(x, y).galactic
+
+
+def test_equatorial_tan_image(dmap: PosteriorMap) -> None:
+    step = 0.05
+    wcs, gal = equatorial_tan(l=60.0, step=step, n=1000)
     image = f(gal.l.deg, gal.b.deg) / C
     result = emission_ratio(dmap, (image, wcs))
     np.testing.assert_allclose(result.ratio, 1.0, atol=2 * GRAD_LN_F * step)
@@ -276,15 +281,8 @@ def test_healpix_pixel_average_matches_the_analytic_average() -> None:
 
 def test_image_pixel_average_matches_the_analytic_average() -> None:
     # an equatorial TAN image at 0.05 deg around the map: the average goes through a change of frame
-    centre = SkyCoord(l=50 * u.deg, b=0 * u.deg, frame="galactic").icrs
-    step, n = 0.05, 640
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.cdelt = [-step, step]
-    wcs.wcs.crval = [centre.ra.deg, centre.dec.deg]
-    wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
-    y, x = np.mgrid[:n, :n]
-    gal = wcs.pixel_to_world(x, y).galactic
+    step = 0.05
+    wcs, gal = equatorial_tan(l=50.0, step=step, n=640)
     image = fine_sky(gal.l.deg, gal.b.deg)
     averaged = reproject_to_grid((image, wcs), COARSE)
     # TAN pixels grow as 1/cos² of the distance from the centre: 1.06 times at the map's 14 deg corners
