@@ -50,6 +50,9 @@ FULL: dict[str, Any] = {
     "predict_shape": (100, 100, 105),
     "samples": 200,
     "max_iterations": {"newton": None, "svi": None},
+    # the paper's noise model: the simulated noise is Gaussian (sigma = 10% of A), no outliers, no floor
+    "likelihood": "gaussian",
+    "error_floor": 0.0,
 }
 #: A smoke run: fewer stars, half the inducing points, an 8× coarser prediction grid, capped iterations.
 QUICK: dict[str, Any] = {
@@ -128,6 +131,8 @@ def fit_and_score(
         "seed": seed,
         "stop": rule,
         "device": device,
+        "likelihood": sizes["likelihood"],
+        "error_floor": sizes["error_floor"],
     }
     if sizes["max_iterations"][method] is not None:
         options["max_iterations"] = sizes["max_iterations"][method]

@@ -24,7 +24,7 @@ inflation, the old default) and ``gaussian`` (Gaussian, distance errors ignored)
 
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 2 3 --cases twin default
-    .venv/bin/python benchmarks/bench_likelihood.py --scale
+    .venv/bin/python benchmarks/bench_likelihood.py --scale --baseline ade638e   # side by side with a revision
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 import dustgp
+from baseline import CURRENT_SRC, measure_in, revision_src
 from bench_scaling import machine, versions
 from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
@@ -193,6 +194,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--scale", action="store_true", help="time the per-star terms at 10^6 stars x 8 nodes")
+    parser.add_argument("--baseline", help="with --scale: also time this git revision's code, side by side")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -201,9 +203,14 @@ def main() -> None:
         "versions": versions(),
     }
     if args.scale:
-        row = scale_row()
+        code = "import json\nfrom bench_likelihood import scale_row\nprint(json.dumps(scale_row()))"
+        row = measure_in(CURRENT_SRC, code)
         record["scale"] = row
-        print(json.dumps(row, indent=2))
+        if args.baseline:
+            with revision_src(args.baseline) as src:
+                record["baseline"] = {"revision": args.baseline, "scale": measure_in(src, code)}
+            record["speedup_median"] = record["baseline"]["scale"]["median_seconds"] / row["median_seconds"]
+        print(json.dumps({k: v for k, v in record.items() if k in ("scale", "baseline", "speedup_median")}, indent=2))
         out = args.out or HERE / "results" / "likelihood-scale.json"
     else:
         record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": FIT}

@@ -57,4 +57,3 @@ def gaussian_statistics(sky, grid: Grid) -> GaussianStatistics:
     cat = sky.catalog
     lines = Sightlines.from_positions(grid, cat.l, cat.b, cat.distance)
     return GaussianStatistics.from_stars(lines, cat.extinction[lines.star_index], cat.extinction_err[lines.star_index])
-

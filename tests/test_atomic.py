@@ -25,6 +25,7 @@ def test_a_finished_write_takes_the_name_and_leaves_nothing_else(tmp_path: Path)
 
 def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "map.nc"
+
     def write_half() -> None:
         with atomic_path(target, overwrite=False) as tmp:
             tmp.write_text("half")
@@ -49,6 +50,7 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path: Path) -> None:
 
 def test_a_file_appearing_meanwhile_is_not_replaced(tmp_path: Path) -> None:
     target = tmp_path / "fit.ckpt"
+
     def race() -> None:
         with atomic_path(target, overwrite=False) as tmp:
             tmp.write_text("mine")

@@ -75,8 +75,8 @@ def test_paper_stop_rule_fires_at_its_first_chance(sky) -> None:
     cfg, losses = paper.config, paper.losses
     # the rule, recomputed from the recorded ELBO history: the last elbo_window values vary by < elbo_tol
     holds = [
-        k >= cfg.elbo_window and np.ptp(losses[k - cfg.elbo_window : k]) / abs(losses[k - cfg.elbo_window : k].mean())
-        < cfg.elbo_tol
+        k >= cfg.elbo_window
+        and np.ptp(losses[k - cfg.elbo_window : k]) / abs(losses[k - cfg.elbo_window : k].mean()) < cfg.elbo_tol
         for k in range(1, losses.size + 1)
     ]
     assert paper.stopped_by == "elbo rule"

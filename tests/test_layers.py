@@ -246,7 +246,7 @@ def test_one_version() -> None:
     defining = [
         name
         for name, path in _modules().items()
-        if name != "_version" and ("version(\"dustgp\")" in path.read_text() or "__version__ =" in path.read_text())
+        if name != "_version" and ('version("dustgp")' in path.read_text() or "__version__ =" in path.read_text())
     ]
     assert not defining, f"modules that work out the version themselves: {defining}"
 

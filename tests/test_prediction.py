@@ -1,13 +1,17 @@
-"""Predictions outside the volume the stars constrain: a flag per cell, and a band never narrower there
-(issue 11, item 6)."""
+"""dustgp.prediction: the summaries of the samples, where the conditional covariance is computed, and predictions
+outside the volume the stars constrain (a flag per cell, and a band never narrower there; issue 11, item 6)."""
+
+import math
 
 import numpy as np
 import pytest
+import torch
 
 import dustgp
 from dustgp.grid import Grid
 from dustgp.io import read_map
-from dustgp.prediction import constrained_cells
+from dustgp.prediction import MAX_COVARIANCE_STRIDE, constrained_cells, covariance_strides, percentiles_along
+from dustgp.projection import rbf_apply, rbf_cross_covariance
 from dustgp.simulate import simulate
 
 REGION = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=0)
@@ -19,6 +23,38 @@ SAMPLES = 400
 #: standard error of sqrt(p (1 - p) / S) / pdf(z) = 0.076 sigma at S = 400 and p = 0.16, so the 2-sigma wide band
 #: has a relative error of 0.076 sqrt(2) / 2 = 5.4%; three of those is the slack.
 BAND_SLACK = 3 * 0.076 * np.sqrt(2) / 2 * np.sqrt(400 / SAMPLES)
+
+
+def test_percentiles_are_numpys_along_the_sample_axis() -> None:
+    samples = torch.from_numpy(np.random.default_rng(2).lognormal(size=(3, 5, 200)).astype(np.float32))
+    levels = [2.5, 16, 50, 84, 97.5]
+    expected = np.percentile(samples.numpy().astype(np.float64), levels, axis=-1)
+    np.testing.assert_allclose(percentiles_along(samples, levels), expected, rtol=1e-6)
+
+
+def test_rbf_apply_is_the_unscaled_kernel_times_the_weights() -> None:
+    gen = torch.Generator().manual_seed(5)
+    x, z = (
+        torch.randn(300, 3, generator=gen, dtype=torch.float64),
+        torch.randn(40, 3, generator=gen, dtype=torch.float64),
+    )
+    gamma, weights = (
+        torch.tensor([0.7, 1.1, 0.9], dtype=torch.float64),
+        torch.randn(40, 6, generator=gen, dtype=torch.float64),
+    )
+    expected = rbf_cross_covariance(x, z, gamma, torch.tensor(1.0, dtype=torch.float64)) @ weights
+    torch.testing.assert_close(rbf_apply(x, z, gamma, weights), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [5.0, 30.0, 200.0, 1e4])
+def test_conditional_covariance_is_computed_within_a_quarter_scale_length(gamma: float) -> None:
+    grid = Grid(l=(50, 90, 100), b=(-10, 10, 100), d=(180, 500, 105), ghost_cells=2)
+    stride_b, stride_l = covariance_strides(grid, [gamma, 2 * gamma, 3 * gamma])
+    for stride, step in ((stride_b, 0.2), (stride_l, 0.4)):
+        apart = stride * math.radians(step) * grid.d_max  # pc between computed sightlines at d_max
+        assert 1 <= stride <= MAX_COVARIANCE_STRIDE
+        assert stride == 1 or apart <= 0.25 * gamma
+        assert stride == MAX_COVARIANCE_STRIDE or (stride + 1) * math.radians(step) * grid.d_max > 0.25 * gamma
 
 
 def test_constrained_cells_follow_the_farthest_star_of_each_column() -> None:

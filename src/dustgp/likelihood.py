@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import special, stats
+from torch.nn import functional
 
 from .catalog import lognormal_nodes, parallax_nodes
 from .grid import Grid
@@ -222,6 +223,10 @@ class StarLikelihood:
         self.fraction = torch.as_tensor(np.array(lines.fraction, dtype=float), **as_t)
         self.log_prior = torch.as_tensor(np.array(nodes.log_prior, dtype=float), **as_t)
         self.a = self.a_star[self.star]
+        self.a2 = self.a * self.a
+        #: each node's cell in the flat (column, distance) order of the cell moments, and in the grid's order
+        self.flat_cell = self.column * lines.grid.n_d + self.cell
+        self.grid_cell = self.cell * lines.grid.n_columns + self.column
         span = float(np.ptp(extinction)) + 2.0 * float(np.median(extinction_err)) if len(extinction) else 1.0
         #: ln U: the flat outlier density over the catalogue's extinction range (mag⁻¹)
         self.log_outlier_density = -math.log(max(span, 1e-3))
@@ -232,7 +237,9 @@ class StarLikelihood:
         self.weight = torch.ones(n, **as_t)  # E[λ_i]
         self.outlier_probability = torch.zeros(n, **as_t)
         self.responsibility = torch.exp(self.log_prior)  # q_i(k, inlier)
-        self.node_sigma2 = self.sigma2[self.star]  # σ_i² widened by the node's span (set by each update)
+        self.star_sigma2 = self.sigma2[self.star]  # σ_i² at each node
+        self.node_sigma2 = self.star_sigma2  # σ_i² widened by the node's span (set by each update)
+        self._weights: torch.Tensor | None = None  # node_weights() at the last update
         self._data_term = float("nan")
 
     @property
@@ -244,9 +251,11 @@ class StarLikelihood:
 
     def node_moments(self, cell_moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E[A_mod]`` and ``E[A_mod²]`` at every node from :func:`cell_extinction_moments` (columns first)."""
-        front, first, front_sq, front_u, second = cell_moments[:, self.column, self.cell]
+        flat = cell_moments.reshape(5, -1)
+        front, first, front_sq, front_u, second = (flat[i].index_select(0, self.flat_cell) for i in range(5))
         f = self.fraction
-        return front + f * first, front_sq + 2.0 * f * front_u + f * f * second
+        # front + f first, and front_sq + 2 f front_u + f² second, in as few passes over the nodes as possible
+        return front.addcmul_(f, first), front_sq.addcmul_(f, front_u.addcmul_(f, second, value=0.5), value=2.0)
 
     def update(self, cell_moments: torch.Tensor, rounds: int = 3) -> None:
         """The closed-form latent posteriors (and ε) at the current q(ρ), given its cell moments.
@@ -271,18 +280,23 @@ class StarLikelihood:
     ) -> None:
         """:meth:`update` from ``E[A_mod]`` and ``E[A_mod²]`` at the nodes (mag, mag²), e.g. Monte Carlo ones."""
         if self.moment_err is not None and cell_moments is not None:  # the model's slope dA/dd at the star: ρ there
-            slope = cell_moments[1, self.column, self.cell] / torch.as_tensor(
-                self.nodes.sightlines.grid.path_lengths, dtype=self.dtype, device=self.device
-            )[self.cell]
+            slope = (
+                cell_moments[1, self.column, self.cell]
+                / torch.as_tensor(self.nodes.sightlines.grid.path_lengths, dtype=self.dtype, device=self.device)[
+                    self.cell
+                ]
+            )
             self.sigma2 = self.sigma2_obs.clone()
             self.sigma2[self.star] += (slope * self.moment_err[self.star]) ** 2
+            self.star_sigma2 = self.sigma2[self.star]
         self.node_sigma2 = s2 = self._node_variance(mean_a)
-        e = ((self.a * self.a - 2.0 * self.a * mean_a + mean_a2) / s2).clamp(min=0.0)  # E[(A - A_mod)²] / σ²
+        # E[(A - A_mod)²] / σ²
+        e = torch.add(mean_a2, self.a2).addcmul_(self.a, mean_a, value=-2.0).div_(s2).clamp_(min=0.0)
         n, star, lp = self.n_stars, self.star, self.log_prior
-        log_prior_norm = lp - 0.5 * torch.log(2.0 * math.pi * s2)
+        log_prior_norm = torch.log(s2 * (2.0 * math.pi)).mul_(-0.5).add_(lp)
         if self.noise == "mixture":
             # the inlier's node sum does not depend on ε: one log-sum-exp over the nodes, then the ε rounds per star
-            log_joint = log_prior_norm - 0.5 * e
+            log_joint = log_prior_norm.add_(e, alpha=-0.5)
             log_inlier = _segment_logsumexp(log_joint, star, n)
             for _ in range(max(rounds, 1)):
                 used = self.outlier_fraction
@@ -292,7 +306,7 @@ class StarLikelihood:
                 if self.learn_outlier_fraction:
                     lo, hi = OUTLIER_FRACTION_RANGE
                     self.outlier_fraction = float(self.outlier_probability.mean().clamp(lo, hi))
-            self.responsibility = torch.exp(log_joint + (math.log1p(-used) - log_norm)[star])
+            self.responsibility = log_joint.add_((math.log1p(-used) - log_norm)[star]).exp_()
             data = log_norm.sum()
         else:
             for _ in range(rounds if self.noise == "student-t" else 1):
@@ -314,7 +328,10 @@ class StarLikelihood:
                     data = log_norm + 0.5 * e_log_lambda - _gamma_kl(shape, rate, self.nu)
                     data = data[self.has_nodes].sum()
         self._data_term = float(data)
-        self._quadratic = float(-0.5 * (self.node_weights() * s2 * e).sum())
+        self._weights = None
+        # Σ w s² e = Σ q E[λ] e: the node weights times their variance
+        quadratic = self.responsibility if self.noise != "student-t" else self.responsibility * self.weight[star]
+        self._quadratic = float(-0.5 * (quadratic @ e))
 
     def _node_variance(self, node_extinction: torch.Tensor) -> torch.Tensor:
         """σ_i² plus the spread of the model extinction over each node's share of the distance posterior, mag².
@@ -325,26 +342,30 @@ class StarLikelihood:
         ``∫ p(d) N(A; A_mod(d), σ²) dd`` misses it (tested against the integral in tests/test_likelihood.py).
         ``node_extinction`` has shape ``(..., n_nodes)``.
         """
-        same, both = self._neighbours()
-        step = torch.where(same, node_extinction[..., 1:] - node_extinction[..., :-1], 0.0)
-        zero = torch.zeros_like(node_extinction[..., :1])
-        left = torch.cat([zero, step], dim=-1)
-        right = torch.cat([step, zero], dim=-1)
-        span = torch.where(both, 0.5 * (left + right), left + right)
-        return self.sigma2[self.star] + span * span / 12.0
+        same, half = self._neighbours()
+        # the difference to the previous node of the same star (0 for a star's first node), then to the next
+        step = (node_extinction[..., 1:] - node_extinction[..., :-1]) * same
+        # the mean of both differences where a node has a neighbour on each side, else the one
+        span = (functional.pad(step, (1, 0)) + functional.pad(step, (0, 1))) * half
+        return torch.addcmul(self.star_sigma2, span, span, value=1.0 / 12.0)
 
     def _neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which consecutive nodes belong to one star, and which nodes have a neighbour on both sides (fixed by the
-        node layout, so found once)."""
+        """Whether each node follows a node of the same star (as 1/0), and the factor ½ for nodes with a neighbour
+        on both sides, 1 otherwise (fixed by the node layout, so found once)."""
         if getattr(self, "_neighbour_masks", None) is None:
             same = self.star[1:] == self.star[:-1]
             no = torch.tensor([False], device=same.device)
-            self._neighbour_masks = same, torch.cat([no, same]) & torch.cat([same, no])
+            both = torch.cat([no, same]) & torch.cat([same, no])
+            half = torch.where(both, 0.5, 1.0).to(self.dtype)
+            self._neighbour_masks = same.to(self.dtype), half
         return self._neighbour_masks
 
     def node_weights(self) -> torch.Tensor:
-        """``w_ik = q_i(k, inlier) E[λ_i] / σ_i²`` per node, mag⁻²."""
-        return self.responsibility * self.weight[self.star] / self.node_sigma2
+        """``w_ik = q_i(k, inlier) E[λ_i] / σ_i²`` per node, mag⁻² (kept until the next update)."""
+        if self._weights is None:
+            weights = self.responsibility / self.node_sigma2
+            self._weights = weights.mul_(self.weight[self.star]) if self.noise == "student-t" else weights
+        return self._weights
 
     def statistics(self) -> GaussianStatistics:
         """The node stars' Gaussian statistics at the current latent posteriors.
@@ -357,9 +378,14 @@ class StarLikelihood:
             latent = float(-0.5 * (self.responsibility * torch.log(2.0 * math.pi * self.node_sigma2)).sum())
         else:
             latent = self._data_term - self._quadratic
-        lines = self.nodes.sightlines
-        return GaussianStatistics.from_weights(
-            lines, self.a, w, constant=float((w * self.a * self.a).sum()) - 2.0 * latent, n_stars=self.n_stars
+        return GaussianStatistics.from_node_weights(
+            self.nodes.sightlines.grid,
+            self.grid_cell,
+            self.fraction,
+            self.a,
+            w,
+            constant=float(w @ self.a2) - 2.0 * latent,
+            n_stars=self.n_stars,
         )
 
     # ----------------------------------------------------------------------------------------------------------

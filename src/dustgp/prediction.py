@@ -22,12 +22,13 @@ from .grid import Grid
 from .linalg import batched_eigh
 from .model import DustGP
 from .posterior_map import DEFAULT_PERCENTILES, PosteriorMap, keep_samples_for
-from .projection import rbf_along_sightlines
+from .projection import rbf_along_sightlines, rbf_apply
 from .sightlines import cumulative_extinction
 
 __all__ = ["FittedModel", "constrained_cells", "percentiles_along", "predict"]
 
 logger = logging.getLogger(__name__)
+
 
 class FittedModel(Protocol):
     """What :func:`predict` reads from a fit; a :class:`dustgp.fitting.Fit` is one.
@@ -45,40 +46,67 @@ class FittedModel(Protocol):
     def hyperparameters(self) -> dict[str, float | list[float]]: ...
 
 
+#: ln 10: densities are 10**phi, computed as exp(ln 10 · phi)
+LN10 = math.log(10.0)
+
 #: Cells per chunk: bounds memory to about chunk × (M + 2 samples) numbers.
 DEFAULT_CHUNK_CELLS = 50_000
 
 
-def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
-    """Percentiles (0-100) over axis 0 with linear interpolation (numpy's default), shape ``(len(q), ...)``.
+def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> np.ndarray:
+    """Percentiles (0-100) over the last axis with linear interpolation (numpy's default), shape ``(len(q), ...)``.
 
-    Sorting once serves every level; ``torch.quantile`` refuses inputs of more than 2²⁴ elements.
+    Sorting once serves every level; ``torch.quantile`` refuses inputs of more than 2²⁴ elements. On the CPU
+    the sort is numpy's: its vectorised sort of 200 samples for each of ~50,000 cells takes a fifth of the time
+    of torch's (benchmarks/README.md, "Prediction").
 
-    >>> percentiles_along(torch.arange(11.0)[:, None], [16, 50, 84]).ravel().tolist()
-    [1.600000023841858, 5.0, 8.399999618530273]
+    >>> percentiles_along(torch.arange(11.0)[None, :], [16, 50, 84]).ravel().tolist()
+    [1.6, 5.0, 8.4]
     """
-    # sorting along a contiguous last axis is several times faster than along the strided first one
-    ordered = x.movedim(0, -1).contiguous().sort(dim=-1).values
-    position = torch.as_tensor(q, dtype=x.dtype, device=x.device) / 100.0 * (x.shape[0] - 1)
-    lower = position.floor().long().clamp(max=x.shape[0] - 1)
-    upper = (lower + 1).clamp(max=x.shape[0] - 1)
+    n = x.shape[-1]
+    position = np.asarray(q, dtype=np.float64) / 100.0 * (n - 1)
+    lower = np.minimum(np.floor(position).astype(np.int64), n - 1)
+    upper = np.minimum(lower + 1, n - 1)
     weight = position - lower
-    picked = ordered[..., lower] * (1 - weight) + ordered[..., upper] * weight
-    return picked.movedim(-1, 0)
+    on_cpu = x.device.type == "cpu"
+    ordered = np.sort(x.detach().numpy(), axis=-1) if on_cpu else x.sort(dim=-1).values.cpu().numpy()
+    return np.moveaxis(ordered[..., lower] * (1.0 - weight) + ordered[..., upper] * weight, -1, 0)
 
 
-#: Sightlines whose conditional covariance is computed, one in ``COVARIANCE_STRIDE`` along l and along b; the
-#: others take their nearest computed neighbour's. It varies on the spacing of the inducing points (~15-20 pc at
-#: M = 1000 in the paper's Section 3 wedge), while neighbouring sightlines of a prediction grid lie 2-3 pc apart
-#: there; computing it costs n M² (a triangular solve per cell), four times less with a stride of 2.
-COVARIANCE_STRIDE = 2
+#: Sightlines whose conditional covariance is computed lie no farther apart than this fraction of the shortest
+#: scale length, at the far end of the grid; the others take their nearest computed neighbour's. Computing it
+#: costs n M² (a triangular solve per cell), the largest part of a prediction after the samples themselves. It
+#: varies on the spacing of the inducing points, which is of the order of the scale lengths: measured on the
+#: Section 3 fit (gamma 33-42 pc, M = 1000), sightlines 14 pc × 7 pc apart at 500 pc changed the conditional
+#: standard deviation of phi by at most 1e-3 dex (95% of cells: < 2e-4 dex) against computing every sightline
+#: (benchmarks/README.md, "Prediction").
+COVARIANCE_SPACING = 0.25
+#: The most sightlines along l or b that share one computed conditional covariance.
+MAX_COVARIANCE_STRIDE = 8
 
 
-def _column_factors(gp: Any, grid: Grid, l_zz: torch.Tensor, stride: int) -> tuple[torch.Tensor, np.ndarray]:
+def covariance_strides(grid: Grid, gamma_pc: Sequence[float]) -> tuple[int, int]:
+    """Strides ``(along b, along l)`` between the sightlines whose conditional covariance is computed.
+
+    The largest strides that keep computed sightlines within ``COVARIANCE_SPACING`` × the shortest scale
+    length of each other at ``d_max`` (pc), between 1 and :data:`MAX_COVARIANCE_STRIDE`.
+    """
+    reach = COVARIANCE_SPACING * float(min(gamma_pc))
+    strides = []
+    for edges in (grid.b_edges, grid.l_edges):
+        spacing = grid.d_max * math.radians(float(np.max(np.abs(np.diff(edges)))))
+        strides.append(int(min(MAX_COVARIANCE_STRIDE, max(1, reach // spacing))))
+    return strides[0], strides[1]
+
+
+def _column_factors(
+    gp: Any, grid: Grid, l_zz: torch.Tensor, strides: tuple[int, int]
+) -> tuple[torch.Tensor, np.ndarray]:
     """Cholesky factors of the conditional covariance ``K_xx - K_xz K_zz⁻¹ K_zx`` within sightlines.
 
-    Returns the factors ``(n_computed, n_d, n_d)`` (float32) of the sightlines at every ``stride``-th l and b, and
-    for every column of ``grid`` the index of the factor it uses (its nearest computed sightline).
+    Returns the factors ``(n_computed, n_d, n_d)`` (float32) of the sightlines at every ``strides[0]``-th b and
+    ``strides[1]``-th l, and for every column of ``grid`` the index of the factor it uses (its nearest computed
+    sightline).
 
     ``A = K_xz L_zz⁻ᵀ`` is formed by a triangular solve in float32: the solve is backward stable and the rows of A
     are bounded (``|A_i|² ≤ alpha``), so ``A Aᵀ`` keeps ~1e-7·cond(L_zz) of alpha. The prior within a sightline
@@ -87,10 +115,11 @@ def _column_factors(gp: Any, grid: Grid, l_zz: torch.Tensor, stride: int) -> tup
     floored at zero.
     """
     dev = l_zz.device
-    i_b, i_l = np.arange(0, grid.n_b, stride), np.arange(0, grid.n_l, stride)
+    stride_b, stride_l = strides
+    i_b, i_l = np.arange(0, grid.n_b, stride_b), np.arange(0, grid.n_l, stride_l)
     picked = (i_b[:, None] * grid.n_l + i_l[None, :]).ravel()
-    nearest_b = np.minimum(np.round(np.arange(grid.n_b) / stride).astype(int), i_b.size - 1)
-    nearest_l = np.minimum(np.round(np.arange(grid.n_l) / stride).astype(int), i_l.size - 1)
+    nearest_b = np.minimum(np.round(np.arange(grid.n_b) / stride_b).astype(int), i_b.size - 1)
+    nearest_l = np.minimum(np.round(np.arange(grid.n_l) / stride_l).astype(int), i_l.size - 1)
     index = (nearest_b[:, None] * i_l.size + nearest_l[None, :]).ravel()
 
     alpha = gp.covar_module.outputscale.detach()
@@ -281,7 +310,8 @@ def predict(
         l_zz_inverse = torch.linalg.solve_triangular(l_zz, identity, upper=False)
     weights = gp.projection(whitened, l_zz)  # (M, S)
     if cell_variance and trained_with_it:
-        factors, index = _column_factors(gp, grid, l_zz, COVARIANCE_STRIDE)
+        strides = covariance_strides(grid, fit.hyperparameters()["length_scale_pc"])
+        factors, index = _column_factors(gp, grid, l_zz, strides)
     star_distances = getattr(fit, "star_distances", None)
     coverage, reliable = (None, None) if star_distances is None else constrained_cells(star_distances, fit.grid, grid)
     # Without the cell variance, the band of an unconstrained cell would be that of the low-rank part alone, which
@@ -305,44 +335,52 @@ def predict(
     out["a_pct"] = np.empty((n_q, *shape))
     kept = np.empty((keep_samples, *shape), dtype=np.float32) if keep_samples else None
 
+    # Samples are laid out cell by sample, (n, S): ln rho = ln 10 (c + K_xz W) comes out of one GEMM with alpha
+    # and ln 10 folded into W (an M × S matrix), and the sums, sorts and cumulative sums that follow all run along
+    # contiguous axes (benchmarks/README.md, "Prediction").
+    gamma = gp.covar_module.base_kernel.lengthscale.detach().reshape(3)
+    scaled = weights * (float(gp.covar_module.outputscale.detach()) * LN10)
+    offset = float(gp.mean_module.constant.detach()) * LN10
+    if cell_variance and trained_with_it:
+        factors = factors.mul_(LN10)
     per_chunk = max(1, chunk_cells // grid.n_d)
     starts = range(0, grid.n_columns, per_chunk)
     for start in tqdm(starts, disable=not progress, desc="predict", unit="chunk"):
         cols = slice(start, min(start + per_chunk, grid.n_columns))
+        n_cols = cols.stop - cols.start
         x = centres[:, cols].reshape(-1, 3).to(dev) / gp.length_unit
-        if cell_variance and trained_with_it:
-            phi = gp.phi(x, weights)
-            factor = factors[index[cols]]  # (n_cols, n_d, n_d)
-            noise = torch.randn(
-                factor.shape[0], grid.n_d, samples, dtype=torch.float32, device=dev, generator=generator
-            )
-            phi = phi + torch.bmm(factor, noise).permute(2, 1, 0).reshape(samples, -1).to(phi.dtype)
-        elif cell_variance:
+        if cell_variance and not trained_with_it:
             k_xz = gp.cross_covariance(x)
-            phi = gp.mean_module.constant + (k_xz @ weights).T  # (S, n_d * n_cols)
-            noise = torch.randn(phi.shape, dtype=dtype, device=dev, generator=generator)
-            variance = gp.conditional_variance(k_xz, l_zz_inverse)
-            # centred in density, not in phi: E[10^phi | v] stays the trained model's (see the docstring)
-            phi = phi + noise * variance.sqrt() - (0.5 * math.log(10.0)) * variance
-            del k_xz
+            log_rho = k_xz @ (weights * LN10)
         else:
-            phi = gp.phi(x, weights)
-            outside = unconstrained[:, cols].reshape(-1) if widen else None
-            if outside is not None and bool(outside.any()):
-                variance = gp.conditional_variance(gp.cross_covariance(x[outside]), l_zz_inverse)
-                noise = torch.randn(
-                    samples, variance.shape[0], dtype=dtype, device=dev, generator=edge_generator
-                )
-                phi[:, outside] += noise * variance.sqrt() - (0.5 * math.log(10.0)) * variance
+            log_rho = rbf_apply(x, gp.inducing_points.detach(), gamma, scaled)
+        log_rho += offset
+        if cell_variance and trained_with_it:
+            noise = torch.randn(n_cols, grid.n_d, samples, dtype=torch.float32, device=dev, generator=generator)
+            log_rho.view(grid.n_d, n_cols, samples).add_(torch.bmm(factors[index[cols]], noise).transpose(0, 1))
+        elif cell_variance:
+            variance = gp.conditional_variance(k_xz, l_zz_inverse)[:, None]
+            noise = torch.randn(log_rho.shape, dtype=dtype, device=dev, generator=generator)
+            # centred in density, not in phi: E[10^phi | v] stays the trained model's (see the docstring)
+            log_rho += LN10 * (noise * variance.sqrt() - (0.5 * LN10) * variance)
+            del k_xz
+        elif widen:
+            outside = unconstrained[:, cols].reshape(-1)
+            if bool(outside.any()):
+                variance = gp.conditional_variance(gp.cross_covariance(x[outside]), l_zz_inverse)[:, None]
+                noise = torch.randn(variance.shape[0], samples, dtype=dtype, device=dev, generator=edge_generator)
+                log_rho[outside] += LN10 * (noise * variance.sqrt() - (0.5 * LN10) * variance)
         # summaries in float32: percentiles of 200 samples need no more, and sorting float64 takes twice as long
-        rho = torch.pow(10.0, phi.float()).reshape(samples, grid.n_d, -1)
-        ext = cumulative_extinction(rho, lengths)
+        rho = log_rho.to(torch.float32).exp_().view(grid.n_d, n_cols, samples)
+        del log_rho
+        ext = cumulative_extinction(rho, lengths, dim=0)
         for prefix, value in (("rho", rho), ("a", ext)):
-            out[f"{prefix}_mean"][:, cols] = value.mean(0).double().cpu().numpy()
-            out[f"{prefix}_std"][:, cols] = value.std(0).double().cpu().numpy()
-            out[f"{prefix}_pct"][:, :, cols] = percentiles_along(value, q).double().cpu().numpy()
+            std, mean = torch.std_mean(value, dim=-1)
+            out[f"{prefix}_mean"][:, cols] = mean.cpu().numpy()
+            out[f"{prefix}_std"][:, cols] = std.cpu().numpy()
+            out[f"{prefix}_pct"][:, :, cols] = percentiles_along(value, q)
         if kept is not None:
-            kept[:, :, cols] = rho[:keep_samples].float().cpu().numpy()
+            kept[:, :, cols] = rho[..., :keep_samples].permute(2, 0, 1).cpu().numpy()
 
     cube = (grid.n_d, grid.n_b, grid.n_l)
     meta: dict[str, Any] = {

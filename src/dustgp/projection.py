@@ -39,6 +39,7 @@ __all__ = [
     "STORE_LIMIT_BYTES",
     "Workspace",
     "rbf_along_sightlines",
+    "rbf_apply",
     "rbf_cross_covariance",
     "rbf_cross_covariance_vjp",
     "rbf_project",
@@ -147,6 +148,44 @@ def _rows_per_block(n: int, m: int, like: torch.Tensor, chunk_size: int | None) 
     return max(1, min(n, BLOCK_BYTES // max(1, m * like.element_size())))
 
 
+def _exp_matmul(xa: torch.Tensor, za: torch.Tensor, weights: torch.Tensor, block: int, e: torch.Tensor) -> torch.Tensor:
+    """``exp(-sq/2) @ weights`` row block by row block; ``e`` holds E for all rows (kept) or one block (reused)."""
+    n = xa.shape[0]
+    ew = weights.new_empty(n, weights.shape[1])
+    whole = e.shape[0] >= n
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        e_block = e[lo:hi] if whole else e[: hi - lo]
+        _exp_block(xa[lo:hi], za, e_block)
+        torch.mm(e_block, weights, out=ew[lo:hi])
+    return ew
+
+
+def rbf_apply(x: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``exp(-sq/2) @ weights``, the RBF cross-covariance *without* its scale factor applied to weights, no gradient.
+
+    For prediction, which folds alpha (and any other constant factor) into the weights, an (M, S) matrix,
+    rather than scaling the (n, S) result: one pass over the output fewer. Row blocks of about
+    :data:`BLOCK_BYTES`, as :func:`rbf_project`.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, 3)
+    z : torch.Tensor, shape (M, 3)
+    gamma : torch.Tensor, shape (3,)
+        Positions, inducing locations and scale lengths, in one length unit.
+    weights : torch.Tensor, shape (M, S)
+
+    Returns
+    -------
+    torch.Tensor, shape (n, S)
+    """
+    with torch.no_grad():
+        xa, za = _augmented(*_scaled(x, z, gamma.reshape(3)))
+        block = _rows_per_block(x.shape[0], z.shape[0], x, None)
+        return _exp_matmul(xa, za, weights, block, x.new_empty(min(block, x.shape[0]), z.shape[0]))
+
+
 class _RBFProject(torch.autograd.Function):
     """``alpha · exp(-sq/2) @ weights`` with a hand-written backward; see :func:`rbf_project`."""
 
@@ -173,14 +212,9 @@ class _RBFProject(torch.autograd.Function):
 
         xs, zs = _scaled(x, z, gamma)
         xa, za = _augmented(xs, zs)
-        ew = weights.new_empty(n, weights.shape[1])
         e_all = workspace.take(n, m, x) if store else None
         buf = None if store else workspace.take(min(block, n), m, x)
-        for lo in range(0, n, block):
-            hi = min(lo + block, n)
-            e = e_all[lo:hi] if e_all is not None else buf[: hi - lo]  # type: ignore[index]
-            _exp_block(xa[lo:hi], za, e)
-            torch.mm(e, weights, out=ew[lo:hi])
+        ew = _exp_matmul(xa, za, weights, block, e_all if store else buf)
         workspace.give_back(buf)
 
         # xa and za (n × 5, M × 5) are kept rather than recomputed: on a busy machine every small op is an

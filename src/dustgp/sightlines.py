@@ -31,22 +31,26 @@ __all__ = ["GaussianStatistics", "Sightlines", "cumulative_extinction"]
 LN10 = math.log(10.0)
 
 
-def cumulative_extinction(density: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
+def cumulative_extinction(density: torch.Tensor, path_lengths: torch.Tensor, dim: int = -2) -> torch.Tensor:
     """Extinction (mag) to the far edge of every cell.
 
     Parameters
     ----------
-    density : torch.Tensor, shape (..., n_d, n_columns)
-        Extinction density of each cell, mag/pc, cells ordered from the Sun outward along axis -2.
+    density : torch.Tensor, shape (..., n_d, n_columns) by default
+        Extinction density of each cell, mag/pc, cells ordered from the Sun outward along axis ``dim``.
     path_lengths : torch.Tensor, shape (n_d,)
         Cell lengths along the sightline, pc.
+    dim : int
+        The distance axis of ``density``.
 
     Returns
     -------
-    torch.Tensor, shape (..., n_d, n_columns)
+    torch.Tensor, shape of ``density``
         Integrated extinction from the Sun to each cell's far edge, mag.
     """
-    return torch.cumsum(density * path_lengths[:, None], dim=-2)
+    shape = [1] * density.dim()
+    shape[dim] = -1
+    return torch.cumsum(density * path_lengths.reshape(shape), dim=dim)
 
 
 @dataclass(frozen=True)
@@ -225,17 +229,32 @@ class GaussianStatistics:
         weighted by its share of the star's posterior.
         """
         grid = sightlines.grid
-        n_d, n_col = grid.n_d, grid.n_columns
         device, dtype = weight.device, weight.dtype
         f = torch.as_tensor(sightlines.fraction, dtype=dtype, device=device)
-        bins = torch.as_tensor(sightlines.cell * n_col + sightlines.column, device=device)
-        a = extinction.to(dtype)
-        wf = weight * f
-        per_star = (weight, wf, wf * f, weight * a, wf * a)  # S_0, S_1, S_2, T_0, T_1
+        bins = torch.as_tensor(sightlines.cell * grid.n_columns + sightlines.column, device=device)
+        return cls.from_node_weights(grid, bins, f, extinction.to(dtype), weight, constant=constant, n_stars=n_stars)
+
+    @classmethod
+    def from_node_weights(
+        cls,
+        grid: Grid,
+        bins: torch.Tensor,
+        fraction: torch.Tensor,
+        extinction: torch.Tensor,
+        weight: torch.Tensor,
+        *,
+        constant: float,
+        n_stars: int,
+    ) -> GaussianStatistics:
+        """:meth:`from_weights` from each row's flat cell index in grid order (``cell * n_columns + column``) and
+        crossed fraction as tensors, for callers that keep them between updates."""
+        n_d, n_col = grid.n_d, grid.n_columns
+        wf = weight * fraction
+        per_star = (weight, wf, wf * fraction, weight * extinction, wf * extinction)  # S_0, S_1, S_2, T_0, T_1
         moments = torch.stack([torch.bincount(bins, weights=v, minlength=n_d * n_col) for v in per_star])
         return cls(
             moments=moments.reshape(5, n_d, n_col),
-            path_lengths=torch.as_tensor(grid.path_lengths, dtype=dtype, device=device),
+            path_lengths=torch.as_tensor(grid.path_lengths, dtype=weight.dtype, device=weight.device),
             constant=constant,
             n_stars=n_stars,
         )
@@ -310,11 +329,7 @@ class GaussianStatistics:
             ``E[∂ℓ/∂phi]`` and ``½ E[∂²ℓ/∂phi²]``, which the second-order fit uses).
         """
         h, t = self.column_blocks() if blocks is None else blocks
-        log_u = (
-            torch.log(self.path_lengths)
-            + LN10 * mean
-            + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
-        )
+        log_u = torch.log(self.path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
         first = torch.exp(log_u)
         second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
         chi2 = (h * second).sum() - 2.0 * (t * first).sum()

@@ -265,4 +265,3 @@ def provenance(region: Region, cuts: GaiaCuts, distance_from: str, n_chunks: int
         "NCHUNKS": n_chunks,
         "DUSTGP": __version__,
     }
-

@@ -107,4 +107,3 @@ class ChunkCache:
         with atomic_path(sidecar, overwrite=True) as tmp:
             tmp.write_text(json.dumps(record, indent=1))
         return data
-

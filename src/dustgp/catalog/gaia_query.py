@@ -397,4 +397,3 @@ def adql_query(
         *cuts.conditions(),
     ]
     return f"SELECT {', '.join(COLUMNS)}\nFROM {GAIA_TABLE}\nWHERE " + "\n  AND ".join(conditions)
-

@@ -244,7 +244,6 @@ class Catalog:
     from_table = classmethod(readers.from_table)
     from_arrays = classmethod(readers.from_arrays)
 
-
     # ---- subsets -----------------------------------------------------------------------------------------
     def select(self, mask_or_indices: Any) -> Catalog:
         """A new catalogue holding the selected stars.

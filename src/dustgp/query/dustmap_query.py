@@ -27,7 +27,6 @@ from ..posterior_map import PosteriorMap, register_product
 __all__ = ["FLAGS_DTYPE", "MODES", "DustMapQuery", "QueryError"]
 
 
-
 #: Query modes, as in ``dustmaps.bayestar.BayestarQuery.query``.
 MODES = ("mean", "median", "std", "samples", "random_sample", "random_sample_per_pix", "percentile")
 
