@@ -111,6 +111,22 @@ def test_distance_marginal_matches_the_node_average() -> None:
     assert float(like.log_likelihood(rho.reshape(-1))) == pytest.approx(expected, rel=1e-10)
 
 
+def test_moment_treatment_widens_sigma_by_the_model_slope() -> None:
+    """``distance_uncertainty="moment"``: σ_i² + (ρ σ_d)² with ρ = E[u_J] / ℓ_J, the mean density of the star's cell
+    (closed form), and the node weights follow it."""
+    like, _ = _likelihood("gaussian", moment_distance_err=np.full(300, 12.0))
+    rng = np.random.default_rng(6)
+    mean = torch.as_tensor(rng.normal(-2.6, 0.2, (GRID.n_columns, GRID.n_d)))
+    cov = torch.diag_embed(torch.full((GRID.n_columns, GRID.n_d), 0.01, dtype=torch.float64))
+    lengths = torch.as_tensor(GRID.path_lengths)
+    moments = cell_extinction_moments(mean, cov, lengths)
+    like.update(moments)
+    lines = like.nodes.sightlines
+    rho = moments[1].numpy()[lines.column, lines.cell] / GRID.path_lengths[lines.cell]
+    np.testing.assert_allclose(like.sigma2.numpy(), 0.05**2 + (rho * 12.0) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(like.node_weights().numpy(), 1.0 / like.node_sigma2.numpy(), rtol=1e-12)
+
+
 def test_cell_moments_match_monte_carlo() -> None:
     rng = np.random.default_rng(2)
     n_col, n_d = 3, 6

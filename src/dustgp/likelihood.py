@@ -280,12 +280,8 @@ class StarLikelihood:
     ) -> None:
         """:meth:`update` from ``E[A_mod]`` and ``E[A_mod²]`` at the nodes (mag, mag²), e.g. Monte Carlo ones."""
         if self.moment_err is not None and cell_moments is not None:  # the model's slope dA/dd at the star: ρ there
-            slope = (
-                cell_moments[1, self.column, self.cell]
-                / torch.as_tensor(self.nodes.sightlines.grid.path_lengths, dtype=self.dtype, device=self.device)[
-                    self.cell
-                ]
-            )
+            lengths = torch.as_tensor(self.nodes.sightlines.grid.path_lengths, dtype=self.dtype, device=self.device)
+            slope = cell_moments[1].reshape(-1).index_select(0, self.flat_cell) / lengths[self.cell]
             self.sigma2 = self.sigma2_obs.clone()
             self.sigma2[self.star] += (slope * self.moment_err[self.star]) ** 2
             self.star_sigma2 = self.sigma2[self.star]
