@@ -57,8 +57,8 @@ def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> np.ndarray:
     """Percentiles (0-100) over the last axis with linear interpolation (numpy's default), shape ``(len(q), ...)``.
 
     Sorting once serves every level; ``torch.quantile`` refuses inputs of more than 2²⁴ elements. On the CPU
-    the sort is numpy's: its vectorised sort of 200 samples for each of ~50,000 cells takes a fifth of the time
-    of torch's (benchmarks/README.md, "Prediction").
+    the sort is numpy's vectorised one, several times faster than torch's on many short rows
+    (benchmarks/README.md, "Prediction").
 
     >>> percentiles_along(torch.arange(11.0)[None, :], [16, 50, 84]).ravel().tolist()
     [1.6, 5.0, 8.4]
@@ -75,11 +75,9 @@ def percentiles_along(x: torch.Tensor, q: Sequence[float]) -> np.ndarray:
 
 #: Sightlines whose conditional covariance is computed lie no farther apart than this fraction of the shortest
 #: scale length, at the far end of the grid; the others take their nearest computed neighbour's. Computing it
-#: costs n M² (a triangular solve per cell), the largest part of a prediction after the samples themselves. It
-#: varies on the spacing of the inducing points, which is of the order of the scale lengths: measured on the
-#: Section 3 fit (gamma 33-42 pc, M = 1000), sightlines 14 pc × 7 pc apart at 500 pc changed the conditional
-#: standard deviation of phi by at most 1e-3 dex (95% of cells: < 2e-4 dex) against computing every sightline
-#: (benchmarks/README.md, "Prediction").
+#: costs n M² (a triangular solve per cell), the largest part of a prediction after the samples themselves, and
+#: it varies on the spacing of the inducing points, which is of the order of the scale lengths (the error this
+#: makes, measured against every sightline: benchmarks/README.md, "Prediction").
 COVARIANCE_SPACING = 0.25
 #: The most sightlines along l or b that share one computed conditional covariance.
 MAX_COVARIANCE_STRIDE = 8

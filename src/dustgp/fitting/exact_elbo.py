@@ -241,9 +241,10 @@ def _theta_gradient(
         ``P G_T P - Q G_T P - P G_T Q - sym((P g_w) wᵀ) - ½ (P - Q - w wᵀ)``,
 
     and with respect to c, ``-(P 1)·g_w + 1·w``. Closed form, so the M × M work is four products where autograd
-    through the Cholesky factor and its triangular solves took thirteen products and nine solves (0.5 s of a
-    2.2 s step at M = 1000). K's gradient reaches z, gamma and alpha through :func:`rbf_cross_covariance_vjp`,
-    as K_xz's does; the prior blocks K_xx (n_d × n_d per column) go through autograd.
+    through the Cholesky factor and its triangular solves takes thirteen products and nine solves (docs: Design
+    notes, "Where newton's steps go"). K's gradient reaches z, gamma and alpha through
+    :func:`rbf_cross_covariance_vjp`, as K_xz's does; the prior blocks K_xx (n_d × n_d per column) go through
+    autograd.
     """
     geo = state.geometry
     _, alpha, gamma, z = problem.unpack(geo.theta)
