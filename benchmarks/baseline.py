@@ -8,7 +8,9 @@ JSON on its last line of output.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import subprocess
@@ -17,6 +19,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from bench_fit import machine, write_json
+from bench_scaling import versions
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -46,3 +51,20 @@ def measure_in(src: Path, code: str, threads: int | None = None) -> Any:
     if done.returncode:
         raise RuntimeError(f"measurement failed in {src}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_record(benchmark: str, args: argparse.Namespace, load: tuple[Any, Any], **fields: Any) -> None:
+    """Write ``fields`` with the benchmark's name, date, arguments, machine, versions and load average (before
+    and after) to ``args.out`` as JSON, and say where."""
+    record = {
+        "benchmark": benchmark,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": machine(),
+        "versions": versions(),
+        "load_average_before": load[0],
+        "load_average_after": load[1],
+        **fields,
+    }
+    write_json(args.out, record)
+    print(f"wrote {args.out}")

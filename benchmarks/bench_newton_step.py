@@ -15,13 +15,10 @@ Writes ``benchmarks/results/newton-step.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 from pathlib import Path
 
-from baseline import CURRENT_SRC, measure_in, revision_src
-from bench_fit import machine, write_json
-from bench_scaling import versions
+from baseline import CURRENT_SRC, measure_in, revision_src, write_record
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,19 +83,7 @@ def main() -> None:
         )
     ratio = rows["baseline"]["evaluate_with_gradients_s"] / rows["current"]["evaluate_with_gradients_s"]
     print(f"evaluate + gradients: {ratio:.2f}x faster")
-    record = {
-        "benchmark": "newton-step",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "machine": machine(),
-        "versions": versions(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "speedup_evaluate_with_gradients": ratio,
-        **rows,
-    }
-    write_json(args.out, record)
-    print(f"wrote {args.out}")
+    write_record("newton-step", args, (load_before, load_after), speedup_evaluate_with_gradients=ratio, **rows)
 
 
 if __name__ == "__main__":

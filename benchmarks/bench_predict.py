@@ -17,15 +17,15 @@ Writes ``benchmarks/results/predict.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from baseline import CURRENT_SRC, measure_in, revision_src
+import dustgp
+from baseline import CURRENT_SRC, measure_in, revision_src, write_record
+from bench_fit import FULL, section3
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,10 +45,7 @@ print(json.dumps({{"seconds": seconds, **compare_to_truth(dmap, sky).to_dict()}}
 
 
 def make_fit(path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    import dustgp
-    from bench_fit import FULL, section3
-
+    """Fit Section 3 once (newton, the paper's likelihood, seed 1) and save the fit to ``path``."""
     sky, train, _ = section3(FULL)
     fit = dustgp.fit(
         sky.catalog,
@@ -78,10 +75,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "predict.json")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(HERE))
-    from bench_fit import machine, write_json
-    from bench_scaling import versions
-
     with tempfile.TemporaryDirectory() as tmp:
         fit = args.fit
         if fit is None:
@@ -106,21 +99,15 @@ def main() -> None:
             f"{last['p90_relative_error']:8.2%} {last['coverage_16_84']:6.1%} {last['extinction_coverage_16_84']:8.1%}"
         )
     print(f"speed-up (best against best): {ratio:.2f}x")
-    record = {
-        "benchmark": "predict",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "what": "Section 3 prediction, 100 x 100 x 105 + 2 ghost cells, 200 samples, cell_variance=None",
-        "machine": machine(),
-        "versions": versions(),
-        "threads": args.threads,
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "speedup_best": ratio,
+    write_record(
+        "predict",
+        args,
+        (load_before, load_after),
+        what="Section 3 prediction, 100 x 100 x 105 + 2 ghost cells, 200 samples, cell_variance=None",
+        threads=args.threads,
+        speedup_best=ratio,
         **result,
-    }
-    write_json(args.out, record)
-    print(f"wrote {args.out}")
+    )
 
 
 if __name__ == "__main__":
