@@ -226,7 +226,7 @@ class StarLikelihood:
         self.a2 = self.a * self.a
         #: each node's cell in the flat (column, distance) order of the cell moments, and in the grid's order
         self.flat_cell = self.column * lines.grid.n_d + self.cell
-        self.grid_cell = self.cell * lines.grid.n_columns + self.column
+        self.grid_cell = torch.as_tensor(lines.cell_index, device=device)
         span = float(np.ptp(extinction)) + 2.0 * float(np.median(extinction_err)) if len(extinction) else 1.0
         #: ln U: the flat outlier density over the catalogue's extinction range (mag⁻¹)
         self.log_outlier_density = -math.log(max(span, 1e-3))

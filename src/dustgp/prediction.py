@@ -23,7 +23,7 @@ from .linalg import batched_eigh
 from .model import DustGP
 from .posterior_map import DEFAULT_PERCENTILES, PosteriorMap, keep_samples_for
 from .projection import rbf_along_sightlines, rbf_apply
-from .sightlines import cumulative_extinction
+from .sightlines import LN10, cumulative_extinction
 
 __all__ = ["FittedModel", "constrained_cells", "percentiles_along", "predict"]
 
@@ -45,9 +45,6 @@ class FittedModel(Protocol):
 
     def hyperparameters(self) -> dict[str, float | list[float]]: ...
 
-
-#: ln 10: densities are 10**phi, computed as exp(ln 10 · phi)
-LN10 = math.log(10.0)
 
 #: Cells per chunk: bounds memory to about chunk × (M + 2 samples) numbers.
 DEFAULT_CHUNK_CELLS = 50_000
@@ -140,6 +137,12 @@ def _column_factors(
         values, vectors = batched_eigh(conditional[bad])
         factor[bad] = vectors * values.clamp(min=0.0).sqrt()[:, None, :]
     return factor.float(), index
+
+
+def _density_centred(noise: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """ln rho of independent cell noise of ``variance`` (dex²) on phi, centred in density, not in phi:
+    ``ln 10 (σ ε - (ln 10) σ²/2)``, so that E[10^phi | v] stays the trained model's (see :func:`predict`)."""
+    return LN10 * (noise * variance.sqrt() - (0.5 * LN10) * variance)
 
 
 def constrained_cells(star_distances: np.ndarray, trained: Grid, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +340,8 @@ def predict(
     # and ln 10 folded into W (an M × S matrix), and the sums, sorts and cumulative sums that follow all run along
     # contiguous axes (benchmarks/README.md, "Prediction").
     gamma = gp.covar_module.base_kernel.lengthscale.detach().reshape(3)
-    scaled = weights * (float(gp.covar_module.outputscale.detach()) * LN10)
+    ln_weights = weights * LN10  # for K_xz with alpha in it (SVI with cell variance)
+    scaled = ln_weights * float(gp.covar_module.outputscale.detach())
     offset = float(gp.mean_module.constant.detach()) * LN10
     if cell_variance and trained_with_it:
         factors = factors.mul_(LN10)
@@ -349,7 +353,7 @@ def predict(
         x = centres[:, cols].reshape(-1, 3).to(dev) / gp.length_unit
         if cell_variance and not trained_with_it:
             k_xz = gp.cross_covariance(x)
-            log_rho = k_xz @ (weights * LN10)
+            log_rho = k_xz @ ln_weights
         else:
             log_rho = rbf_apply(x, gp.inducing_points.detach(), gamma, scaled)
         log_rho += offset
@@ -359,15 +363,14 @@ def predict(
         elif cell_variance:
             variance = gp.conditional_variance(k_xz, l_zz_inverse)[:, None]
             noise = torch.randn(log_rho.shape, dtype=dtype, device=dev, generator=generator)
-            # centred in density, not in phi: E[10^phi | v] stays the trained model's (see the docstring)
-            log_rho += LN10 * (noise * variance.sqrt() - (0.5 * LN10) * variance)
+            log_rho += _density_centred(noise, variance)
             del k_xz
         elif widen:
             outside = unconstrained[:, cols].reshape(-1)
             if bool(outside.any()):
                 variance = gp.conditional_variance(gp.cross_covariance(x[outside]), l_zz_inverse)[:, None]
                 noise = torch.randn(variance.shape[0], samples, dtype=dtype, device=dev, generator=edge_generator)
-                log_rho[outside] += LN10 * (noise * variance.sqrt() - (0.5 * LN10) * variance)
+                log_rho[outside] += _density_centred(noise, variance)
         # summaries in float32: percentiles of 200 samples need no more, and sorting float64 takes twice as long
         rho = log_rho.to(torch.float32).exp_().view(grid.n_d, n_cols, samples)
         del log_rho

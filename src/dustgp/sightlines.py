@@ -104,6 +104,11 @@ class Sightlines:
     def __len__(self) -> int:
         return self.column.size
 
+    @property
+    def cell_index(self) -> np.ndarray:
+        """Index of each star's own cell in the grid's flat cell order (``cell * n_columns + column``)."""
+        return self.cell * self.grid.n_columns + self.column
+
     def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero entries of W as ``(star, flat_cell, weight_pc)`` arrays (COO), built without a loop."""
         n_d = self.grid.n_d
@@ -231,7 +236,7 @@ class GaussianStatistics:
         grid = sightlines.grid
         device, dtype = weight.device, weight.dtype
         f = torch.as_tensor(sightlines.fraction, dtype=dtype, device=device)
-        bins = torch.as_tensor(sightlines.cell * grid.n_columns + sightlines.column, device=device)
+        bins = torch.as_tensor(sightlines.cell_index, device=device)
         return cls.from_node_weights(grid, bins, f, extinction.to(dtype), weight, constant=constant, n_stars=n_stars)
 
     @classmethod
