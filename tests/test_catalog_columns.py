@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from catalog_tables import SEED, make_table
-from dustgp.catalog import Catalog, CatalogError
+from dustgp.catalog import Catalog, CatalogError, parallax_distance_percentiles
 
 
 @pytest.fixture
@@ -36,19 +36,29 @@ def test_missing_column_lists_available(rng):
         Catalog.from_table(table, extinction_err=("p16", "p84"))
 
 
-def test_parallax_gives_distance_and_first_order_sigma(rng):
+def test_parallax_gives_the_median_of_its_distance_posterior(rng):
     table = make_table(rng, units=False)
     table["plx"] = rng.uniform(1.0, 10.0, len(table)) * u.mas
     table["plx_err"] = 0.05 * table["plx"]
     catalog = Catalog.from_table(table, parallax="plx", parallax_err="plx_err", inflate=False)
-    plx = np.asarray(table["plx"])
-    np.testing.assert_allclose(catalog.distance, 1000.0 / plx)
-    np.testing.assert_allclose(catalog.distance_err, 1000.0 * np.asarray(table["plx_err"]) / plx**2)
-    # the same in arcsec, and bare numbers taken as mas
+    plx, err = np.asarray(table["plx"]), np.asarray(table["plx_err"])
+    p16, p50, p84 = parallax_distance_percentiles(plx, err).T
+    np.testing.assert_allclose(catalog.distance, p50)
+    np.testing.assert_allclose(catalog.distance_err, (p84 - p16) / 2)
+    np.testing.assert_allclose(catalog.parallax, plx)
+    np.testing.assert_allclose(catalog.parallax_err, err)
+    # the same in arcsec; a parallax without an error is 1000/parallax, bare numbers taken as mas
     table["plx_arcsec"] = table["plx"].quantity.to(u.arcsec)
-    table["plx_bare"] = np.asarray(table["plx"])
+    table["plx_err_arcsec"] = table["plx_err"].quantity.to(u.arcsec)
+    in_arcsec = Catalog.from_table(table, parallax="plx_arcsec", parallax_err="plx_err_arcsec", inflate=False)
+    np.testing.assert_allclose(in_arcsec.distance, p50, rtol=1e-9)
+    np.testing.assert_allclose(in_arcsec.parallax, plx, rtol=1e-12)
+    table["plx_bare"] = plx
     for name in ("plx_arcsec", "plx_bare"):
-        np.testing.assert_allclose(Catalog.from_table(table, parallax=name).distance, 1000.0 / plx)
+        alone = Catalog.from_table(table, parallax=name)
+        np.testing.assert_allclose(alone.distance, 1000.0 / plx)
+        assert alone.parallax is None
+        assert alone.distance_err is None
 
 
 def test_parallax_options_are_checked(rng):

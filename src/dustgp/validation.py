@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import astropy.units as u
 import numpy as np
 
-from .catalog import Catalog, lognormal_nodes
+from .catalog import Catalog
 from .posterior_map import PosteriorMap
 from .query import DustMapQuery
 from .simulate import SimulatedSky
@@ -89,7 +89,8 @@ class HoldoutReport:
     """Held-out stars against the map's posterior predictive extinction.
 
     The predictive distribution of a held-out star's observed extinction averages the map over the star's
-    distance posterior (:func:`dustgp.catalog.lognormal_nodes`, when the catalogue gives distance uncertainties)
+    distance posterior (:meth:`dustgp.catalog.Catalog.distance_nodes`: from the parallax when the catalogue has
+    one, else log-normal, when the catalogue gives distance uncertainties)
     and adds its quoted uncertainty: mean ``E_d[E A(d)]``, variance
     ``σ_obs² + floor² + E_d[Var A(d)] + Var_d[E A(d)]``.
 
@@ -142,7 +143,7 @@ def holdout_report(
     n = len(held_out)
     marginalise = held_out.distance_err is not None and bool(np.any(held_out.distance_err > 0))
     if marginalise:
-        nodes, _ = lognormal_nodes(held_out.distance, held_out.distance_err, distance_nodes)
+        nodes, _ = held_out.distance_nodes(distance_nodes)
         sigma = held_out.extinction_err_observed
     else:
         nodes, sigma = held_out.distance[:, None], held_out.extinction_err

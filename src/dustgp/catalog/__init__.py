@@ -1,7 +1,8 @@
 """Star catalogues in fixed internal units: reading, validating, distance posteriors, and Gaia DR3 stars.
 
 A :class:`Catalog` holds, per star, Galactic ``l`` and ``b`` (deg), distance (pc) with an optional uncertainty (pc),
-and observed extinction with its uncertainty (mag). The modules, from the strict core outwards:
+optionally the parallax (mas) its distance posterior comes from, and observed extinction with its uncertainty (mag).
+The modules, from the strict core outwards:
 
 - :mod:`~dustgp.catalog.checks`: :class:`CatalogError`, the plausibility limits, and messages naming the column,
   the expectation and the rows.
@@ -11,8 +12,9 @@ and observed extinction with its uncertainty (mag). The modules, from the strict
 - :mod:`~dustgp.catalog.rows`: every input row checked, bad ones raised or dropped.
 - :mod:`~dustgp.catalog.readers`: :meth:`Catalog.read`, :meth:`Catalog.from_table`, :meth:`Catalog.from_arrays`.
 - :mod:`~dustgp.catalog.gradient`: the extinction gradient dA/dd that folds distance errors into sigma_A.
-- :mod:`~dustgp.catalog.record`: the :class:`Catalog` record itself.
-- :mod:`~dustgp.catalog.distances`: distance posteriors as equal-mass quadrature nodes (log-normal, parallax).
+- :mod:`~dustgp.catalog.record`: the :class:`Catalog` record itself; :mod:`~dustgp.catalog.output` writes it out.
+- :mod:`~dustgp.catalog.distances`: distance posteriors as equal-mass quadrature nodes (log-normal, parallax), and
+  the percentiles of a parallax's posterior.
 - :mod:`~dustgp.catalog.gaia_query`, :mod:`~dustgp.catalog.gaia_cache`, :mod:`~dustgp.catalog.gaia_archive`,
   :mod:`~dustgp.catalog.gaia`: Gaia DR3 GSP-Phot stars fetched for a region, chunk by chunk through a checked cache.
 
@@ -22,9 +24,16 @@ below are the public ones; the modules' other names serve their siblings.
 
 from __future__ import annotations
 
-from .checks import MAX_ABS_EXTINCTION, MAX_DISTANCE, MAX_ROWS_SHOWN, MIN_EXTINCTION_ERR, CatalogError
+from .checks import (
+    MAX_ABS_EXTINCTION,
+    MAX_ABS_PARALLAX,
+    MAX_DISTANCE,
+    MAX_ROWS_SHOWN,
+    MIN_EXTINCTION_ERR,
+    CatalogError,
+)
 from .columns import ColumnMap
-from .distances import lognormal_nodes, parallax_nodes
+from .distances import PARALLAX_LENGTH_SCALE, lognormal_nodes, parallax_distance_percentiles, parallax_nodes
 from .gaia import catalog_for_grid, fetch_gaia, gaia_catalog, read_gaia_table, write_gaia_table
 from .gaia_archive import GAIA_TAP_URL, GaiaError, TapJob, TapService, default_service, fetch_gaia_table
 from .gaia_cache import ChunkCache
@@ -56,10 +65,12 @@ __all__ = [
     "GRADIENT_BLOCK_ELEMENTS",
     "KPC_WARNING_BELOW",
     "MAX_ABS_EXTINCTION",
+    "MAX_ABS_PARALLAX",
     "MAX_CHUNK_DEG",
     "MAX_DISTANCE",
     "MAX_ROWS_SHOWN",
     "MIN_EXTINCTION_ERR",
+    "PARALLAX_LENGTH_SCALE",
     "Catalog",
     "CatalogError",
     "ChunkCache",
@@ -81,6 +92,7 @@ __all__ = [
     "fetch_gaia_table",
     "gaia_catalog",
     "lognormal_nodes",
+    "parallax_distance_percentiles",
     "parallax_nodes",
     "read_gaia_table",
     "sky_chunks",

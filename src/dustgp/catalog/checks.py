@@ -6,9 +6,10 @@ in one message that names every column, expectation and row (the first :data:`MA
 in the warning of rows dropped.
 
 Implausible values are bad rows like NaN ones: ``|A| >`` :data:`MAX_ABS_EXTINCTION`, ``sigma_A <``
-:data:`MIN_EXTINCTION_ERR` and distance ``>`` :data:`MAX_DISTANCE` are unit or sentinel errors (millimag read as
-mag, -9999), not measurements, and one of them is enough to spoil a map. The ``check_*`` functions read these limits
-when they are called, so the core constructor and the friendly ones apply the same limits.
+:data:`MIN_EXTINCTION_ERR`, distance ``>`` :data:`MAX_DISTANCE` and ``|parallax| >`` :data:`MAX_ABS_PARALLAX` are
+unit or sentinel errors (millimag read as mag, -9999), not measurements, and one of them is enough to spoil a map.
+The ``check_*`` functions read these limits when they are called, so the core constructor and the friendly ones
+apply the same limits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "MAX_ABS_EXTINCTION",
+    "MAX_ABS_PARALLAX",
     "MAX_DISTANCE",
     "MAX_ROWS_SHOWN",
     "MIN_EXTINCTION_ERR",
@@ -42,6 +44,9 @@ MAX_ABS_EXTINCTION = 30.0
 MIN_EXTINCTION_ERR = 1e-6
 #: Largest plausible distance, pc (100 kpc: beyond the Milky Way's stellar halo).
 MAX_DISTANCE = 1e5
+#: Largest plausible |parallax| given with an error, mas (1 pc; Proxima Centauri's is 768 mas): where any sign is a
+#: measurement, larger values are unit or sentinel errors (-9999).
+MAX_ABS_PARALLAX = 1000.0
 
 
 class CatalogError(ValueError):

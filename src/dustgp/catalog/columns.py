@@ -43,7 +43,8 @@ class ColumnMap:
     distance_err : str or (str, str), optional
         1-sigma distance uncertainty, or a ``(p16, p84)`` pair; default none.
     parallax, parallax_err : str, optional
-        Parallax and its uncertainty, used instead of ``distance`` and ``distance_err``.
+        Parallax and its uncertainty, used instead of ``distance`` and ``distance_err`` (the distance posterior of
+        the parallax, see :meth:`Catalog.from_table <dustgp.catalog.Catalog.from_table>`).
 
     Raises
     ------

@@ -48,10 +48,12 @@ def gaia_catalog(
     """A :class:`~dustgp.catalog.Catalog` from a table of Gaia stars (fetched, or read with :func:`read_gaia_table`).
 
     Extinction is GSP-Phot's A0 with :math:`\\sigma_A = (p_{84} - p_{16}) / 2`; the distance is GSP-Phot's
-    with :math:`\\sigma_d` from its percentiles the same way (or the inverse parallax, ``distance_from =
-    "parallax"``), folded into :math:`\\sigma_A` by :meth:`~dustgp.catalog.Catalog.inflate_for_distance`
-    when ``inflate``. Rows the catalogue cannot use (e.g. GSP-Phot percentiles with :math:`p_{84} = p_{16}`)
-    are dropped by default, with a warning that counts them.
+    with :math:`\\sigma_d` from its percentiles the same way (or, with ``distance_from = "parallax"``, the
+    median and half the 16-84% width of the parallax's distance posterior under the default prior of
+    :meth:`~dustgp.catalog.Catalog.from_table`, whose nodes the fit then averages over), folded into
+    :math:`\\sigma_A` by :meth:`~dustgp.catalog.Catalog.inflate_for_distance` when ``inflate``. Rows the
+    catalogue cannot use (e.g. GSP-Phot percentiles with :math:`p_{84} = p_{16}`) are dropped by default, with a
+    warning that counts them.
     """
     if distance_from not in CATALOG_COLUMNS:
         raise ValueError(f"distance_from: expected one of {sorted(CATALOG_COLUMNS)}, got {distance_from!r}")

@@ -77,7 +77,8 @@ COLUMN_UNITS = {
 }
 _EXTINCTION = {"extinction": "azero_gspphot", "extinction_err": ("azero_gspphot_lower", "azero_gspphot_upper")}
 #: Column mapping of :meth:`Catalog.from_table` / :meth:`Catalog.read` for a table of these columns, by the
-#: distance used: GSP-Phot's (with its 16th/84th percentiles) or the inverse parallax.
+#: distance used: GSP-Phot's (with its 16th/84th percentiles) or the parallax with its error (the distance
+#: posterior under an exponentially decreasing space density prior, see :meth:`Catalog.from_table`).
 CATALOG_COLUMNS: dict[str, dict[str, Any]] = {
     "gspphot": {
         "l": "l",

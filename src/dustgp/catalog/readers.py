@@ -2,8 +2,9 @@
 
 They accept any table astropy reads, columns named by the user (:class:`~dustgp.catalog.columns.ColumnMap`), astropy
 units (converted by the rule of :mod:`dustgp.catalog.units`) and 16th/84th-percentile pairs, check every row
-(:mod:`dustgp.catalog.rows`), and build the catalogue with the strict core constructor, then fold the distance
-uncertainties into the extinction uncertainties if asked.
+(:mod:`dustgp.catalog.rows`; a parallax with its error becomes the median and width of its distance posterior),
+and build the catalogue with the strict core constructor, then fold the distance uncertainties into the extinction
+uncertainties if asked.
 
 The functions here take the class as their first argument; :class:`~dustgp.catalog.Catalog` binds them as its
 classmethods (as astropy's ``Table.read`` is defined apart from ``Table``), so this module needs nothing of the
@@ -15,13 +16,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import astropy.units as u
 from astropy.table import Table
 
 from .checks import CatalogError
 from .columns import ColumnMap
+from .distances import PARALLAX_LENGTH_SCALE
 from .rows import OnBad, assemble, check_options
 from .units import column, stated_unit
 
@@ -45,6 +47,7 @@ def read(
     distance_err: str | tuple[str, str] | None = None,
     parallax: str | None = None,
     parallax_err: str | None = None,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
     distance_unit: str | u.UnitBase | None = None,
     format: str | None = None,
     on_bad: OnBad = "raise",
@@ -59,8 +62,8 @@ def read(
     path : str or os.PathLike
         The file. Files ending in ``.csv`` (or ``.csv.gz``) are read as ``format="ascii.csv"`` unless
         ``format`` says otherwise.
-    l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, distance_unit, on_bad, \
-extinction_err_floor, inflate
+    l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, parallax_length_scale, \
+distance_unit, on_bad, extinction_err_floor, inflate
         Column mapping and options, as in :meth:`from_table`.
     format : str, optional
         Passed to :meth:`astropy.table.Table.read`.
@@ -81,9 +84,10 @@ extinction_err_floor, inflate
         format = "ascii.csv"
     table = Table.read(name, format=format, **dict(read_kwargs or {}))
     logger.info("read %d rows from %s", len(table), name)
-    check_options(on_bad, extinction_err_floor)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale)
     columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
-    return _from_columns(cls, table, columns, distance_unit, on_bad, extinction_err_floor, inflate)
+    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate)
+    return _from_columns(cls, table, columns, options)
 
 
 def from_table(
@@ -98,6 +102,7 @@ def from_table(
     distance_err: str | tuple[str, str] | None = None,
     parallax: str | None = None,
     parallax_err: str | None = None,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
     distance_unit: str | u.UnitBase | None = None,
     on_bad: OnBad = "raise",
     extinction_err_floor: float = 0.0,
@@ -125,10 +130,19 @@ def from_table(
         Unit: any length; none = ``distance_unit``, by default pc. Default: no distance uncertainty.
     parallax, parallax_err : str, optional
         Columns of parallax and its uncertainty (unit: any angle; none = mas), used instead of
-        ``distance`` and ``distance_err``: :math:`d = 1000 / \varpi` pc and
-        :math:`\sigma_d = 1000\,\sigma_\varpi / \varpi^2` pc. This first-order estimate is fine for
-        :math:`\varpi / \sigma_\varpi > 5`; for noisier parallaxes use a distance catalogue. A
-        non-positive parallax is a bad row.
+        ``distance`` and ``distance_err``. With both, each star's distance posterior is
+        :math:`p(d \mid \varpi) \propto d^2 e^{-d/L}\, \mathcal N(\varpi; 1000/d, \sigma_\varpi^2)`
+        (an exponentially decreasing space density prior, Bailer-Jones 2015), never :math:`1/\varpi`:
+        ``distance`` is its median and ``distance_err`` half its 16-84% width
+        (:func:`~dustgp.catalog.parallax_distance_percentiles`); the catalogue keeps the parallaxes
+        (:attr:`~dustgp.catalog.Catalog.parallax`, :attr:`~dustgp.catalog.Catalog.parallax_err`), and the fit
+        averages over this posterior (:meth:`~dustgp.catalog.Catalog.distance_nodes`). Any parallax with
+        :math:`\sigma_\varpi > 0` is then valid, zero and negative ones included. A parallax without
+        ``parallax_err`` gives :math:`d = 1000 / \varpi` pc and no uncertainty; a non-positive parallax is then a
+        bad row.
+    parallax_length_scale : float, optional
+        L of the prior, pc: default :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE` (1350 pc, Astraatmadja &
+        Bailer-Jones 2016, whole sky); a smaller L suits a nearby population (within a few hundred pc).
     distance_unit : str or astropy.units.Unit, optional
         Unit of the distance columns that carry none (e.g. ``"kpc"``); default pc. A column with a unit
         that differs from it is an error. Without it, a unitless distance column whose values are all
@@ -158,10 +172,12 @@ def from_table(
     Notes
     -----
     A row is bad if, in any column used: a value is NaN, inf or masked; :math:`|b| > 90` deg; distance
-    :math:`\le 0`; parallax :math:`\le 0`; a distance or parallax uncertainty :math:`< 0`; a percentile
-    pair has :math:`p_{84} < p_{16}`; the extinction uncertainty after the floor is :math:`\le 0`.
-    Implausible values are bad rows too, reported the same way: distance beyond ``MAX_DISTANCE``
-    (100 kpc, parallax below 0.01 mas), :math:`|A|` above ``MAX_ABS_EXTINCTION`` (30 mag) and an
+    :math:`\le 0`; parallax :math:`\le 0` (without ``parallax_err``); a distance uncertainty :math:`< 0`; a
+    parallax uncertainty :math:`\le 0`; a percentile pair has :math:`p_{84} < p_{16}`; the extinction
+    uncertainty after the floor is :math:`\le 0`. Implausible values are bad rows too, reported the same way:
+    distance beyond ``MAX_DISTANCE`` (100 kpc; without ``parallax_err``, parallax below 0.01 mas; with it, a
+    posterior median beyond), :math:`|\varpi|` above ``MAX_ABS_PARALLAX`` (1000 mas, with ``parallax_err``),
+    :math:`|A|` above ``MAX_ABS_EXTINCTION`` (30 mag) and an
     extinction uncertainty below ``MIN_EXTINCTION_ERR`` (1e-6 mag): such values are unit or sentinel
     errors, and one of them is enough to spoil a map. Negative extinctions are valid (noisy measurements
     of small extinctions). Rows that repeat another row's l, b, distance and extinction are kept, with a
@@ -169,9 +185,10 @@ def from_table(
     """
     if not isinstance(table, Table):
         raise TypeError(f"expected an astropy Table, got {type(table).__name__}")
-    check_options(on_bad, extinction_err_floor)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale)
     columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
-    return _from_columns(cls, table, columns, distance_unit, on_bad, extinction_err_floor, inflate)
+    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate)
+    return _from_columns(cls, table, columns, options)
 
 
 def from_arrays(
@@ -234,22 +251,28 @@ def from_arrays(
     return _build(cls, fields, inflate)
 
 
-def _from_columns(
-    cls: type[CatalogT],
-    table: Table,
-    columns: ColumnMap,
-    distance_unit: str | u.UnitBase | None,
-    on_bad: OnBad,
-    extinction_err_floor: float,
-    inflate: bool,
-) -> CatalogT:
+class _Options(NamedTuple):
+    """The options of :func:`read` and :func:`from_table` besides the column mapping."""
+
+    distance_unit: str | u.UnitBase | None
+    on_bad: OnBad
+    extinction_err_floor: float
+    parallax_length_scale: float
+    inflate: bool
+
+
+def _from_columns(cls: type[CatalogT], table: Table, columns: ColumnMap, options: _Options) -> CatalogT:
     """The catalogue of the columns ``columns`` names in ``table`` (see :func:`from_table`)."""
     columns.check_present(table)
-    length = stated_unit(distance_unit, "distance_unit", u.pc, "length")
+    length = stated_unit(options.distance_unit, "distance_unit", u.pc, "length")
     fields = assemble(
-        n_rows=len(table), **columns.read(table, length), on_bad=on_bad, extinction_err_floor=extinction_err_floor
+        n_rows=len(table),
+        **columns.read(table, length),
+        on_bad=options.on_bad,
+        extinction_err_floor=options.extinction_err_floor,
+        parallax_length_scale=options.parallax_length_scale,
     )
-    return _build(cls, fields, inflate)
+    return _build(cls, fields, options.inflate)
 
 
 def _build(cls: type[CatalogT], fields: Mapping[str, Any], inflate: bool) -> CatalogT:

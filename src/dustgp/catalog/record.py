@@ -1,10 +1,11 @@
 r"""The catalogue record: positions, distances and extinctions of stars with their uncertainties, in internal units.
 
 :class:`Catalog` holds, per star, Galactic longitude ``l`` and latitude ``b`` (deg), distance (pc) with an
-optional uncertainty ``distance_err`` (pc), and observed extinction ``A`` (mag) with its uncertainty (mag), as
-read-only float64 arrays. Its constructor is the strict core on bare arrays; the friendly constructors
-:meth:`Catalog.read`, :meth:`Catalog.from_table` and :meth:`Catalog.from_arrays` (:mod:`dustgp.catalog.readers`)
-take tables, named columns, units and percentile pairs, and raise a :class:`~dustgp.catalog.CatalogError` that
+optional uncertainty ``distance_err`` (pc), optionally the parallax it came from with its error (mas), and observed
+extinction ``A`` (mag) with its uncertainty (mag), as read-only float64 arrays. Its constructor is the strict core
+on bare arrays; the friendly constructors :meth:`Catalog.read`, :meth:`Catalog.from_table` and
+:meth:`Catalog.from_arrays` (:mod:`dustgp.catalog.readers`) take tables, named columns, units, percentile pairs
+and parallaxes, and raise a :class:`~dustgp.catalog.CatalogError` that
 names the column, the expectation and the rows, or drop the bad rows and record them.
 
 Distance uncertainties are folded into the extinction uncertainties (docs: Method §1; Rezaei Kh. et al. 2020,
@@ -27,9 +28,8 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
 
-from . import readers
+from . import output, readers
 from .checks import (
     CatalogError,
     Problem,
@@ -39,6 +39,7 @@ from .checks import (
     check_extinction_plausible,
     raise_problems,
 )
+from .distances import PARALLAX_LENGTH_SCALE, lognormal_nodes, parallax_nodes
 from .gradient import GradientSpec, estimate_extinction_gradient, given_gradient
 
 __all__ = ["Catalog"]
@@ -82,6 +83,13 @@ class Catalog:
         :attr:`extinction_err_observed`.
     distance_err : array_like, shape (n,), optional
         Distance uncertainty, pc, >= 0.
+    parallax, parallax_err : array_like, shape (n,), optional
+        Parallax and its uncertainty, mas (finite; ``parallax_err`` > 0; any sign of parallax), given together: the
+        stars' distance posteriors are then the parallax posteriors of :func:`~dustgp.catalog.parallax_nodes`,
+        whose median and half 16-84% width the friendly constructors put in ``distance`` and ``distance_err``.
+    parallax_length_scale : float, optional
+        L of the exponentially decreasing space density prior of those posteriors, pc (default
+        :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE`, 1350 pc).
     inflation : array_like, shape (n,), optional
         Term added in quadrature to ``extinction_err``, mag, >= 0; default zeros.
     row_index : array_like of int, shape (n,), optional
@@ -91,8 +99,12 @@ class Catalog:
 
     Attributes
     ----------
-    l, b, distance, extinction, extinction_err_observed, distance_err, inflation, row_index, dropped_rows
-        As above, read-only numpy arrays (``distance_err`` may be None).
+    l, b, distance, extinction, extinction_err_observed, inflation, row_index, dropped_rows
+        As above, read-only numpy arrays.
+    distance_err, parallax, parallax_err
+        As above, read-only numpy arrays, or None.
+    parallax_length_scale : float
+        As above, pc.
     extinction_err : numpy.ndarray, shape (n,)
         The uncertainty to use in the likelihood, mag:
         :math:`\sqrt{\sigma_{A,\mathrm{obs}}^2 + \mathrm{inflation}^2}`.
@@ -114,6 +126,9 @@ class Catalog:
         "_extinction_err_observed",
         "_inflation",
         "_l",
+        "_parallax",
+        "_parallax_err",
+        "_parallax_length_scale",
         "_row_index",
     )
 
@@ -126,6 +141,9 @@ class Catalog:
         extinction_err: Any,
         *,
         distance_err: Any | None = None,
+        parallax: Any | None = None,
+        parallax_err: Any | None = None,
+        parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
         inflation: Any | None = None,
         row_index: Any | None = None,
         dropped_rows: Any | None = None,
@@ -139,6 +157,13 @@ class Catalog:
         a = _readonly(extinction, "extinction", n)
         sigma = _readonly(extinction_err, "extinction_err", n)
         sigma_d = None if distance_err is None else _readonly(distance_err, "distance_err", n)
+        if (parallax is None) != (parallax_err is None):
+            raise CatalogError("parallax and parallax_err: give both or neither")
+        plx = None if parallax is None else _readonly(parallax, "parallax", n)
+        plx_err = None if parallax_err is None else _readonly(parallax_err, "parallax_err", n)
+        length = float(parallax_length_scale)
+        if not (np.isfinite(length) and length > 0):
+            raise CatalogError(f"parallax_length_scale: expected a finite value > 0 pc, got {parallax_length_scale!r}")
         infl = _readonly(np.zeros(n) if inflation is None else inflation, "inflation", n)
         rows = _readonly(np.arange(n) if row_index is None else row_index, "row_index", n, dtype=np.int64)
         dropped = _readonly(
@@ -151,6 +176,7 @@ class Catalog:
         problems: list[Problem] = []
         named = [("l", l_arr), ("b", b_arr), ("distance", d), ("extinction", a), ("extinction_err", sigma)]
         named += [("distance_err", sigma_d)] if sigma_d is not None else []
+        named += [("parallax", plx), ("parallax_err", plx_err)] if plx is not None else []
         named += [("inflation", infl)]
         for name, arr in named:
             check(problems, name, "finite values", "NaN or inf", ~np.isfinite(arr))
@@ -162,6 +188,8 @@ class Catalog:
         check_extinction_err_plausible(problems, "extinction_err", sigma)
         if sigma_d is not None:
             check(problems, "distance_err", "distance_err >= 0 pc", "distance_err < 0", sigma_d < 0.0)
+        if plx_err is not None:
+            check(problems, "parallax_err", "parallax_err > 0 mas", "parallax_err <= 0", plx_err <= 0.0)
         check(problems, "inflation", "inflation >= 0 mag", "inflation < 0", infl < 0.0)
         if problems:
             raise_problems(problems, n)
@@ -171,6 +199,7 @@ class Catalog:
         self._l, self._b, self._distance, self._extinction = l_arr, b_arr, d, a
         self._extinction_err_observed, self._extinction_err = sigma, total
         self._distance_err, self._inflation = sigma_d, infl
+        self._parallax, self._parallax_err, self._parallax_length_scale = plx, plx_err, length
         self._row_index, self._dropped_rows = rows, dropped
 
     # ---- attributes --------------------------------------------------------------------------------------
@@ -193,6 +222,21 @@ class Catalog:
     def distance_err(self) -> np.ndarray | None:
         """Distance uncertainty (1 sigma), pc, shape (n,); None if the catalogue has none."""
         return self._distance_err
+
+    @property
+    def parallax(self) -> np.ndarray | None:
+        """Parallax the distance posterior comes from, mas, shape (n,); None if the catalogue has none."""
+        return self._parallax
+
+    @property
+    def parallax_err(self) -> np.ndarray | None:
+        """Parallax uncertainty (1 sigma), mas, shape (n,); None if the catalogue has no parallaxes."""
+        return self._parallax_err
+
+    @property
+    def parallax_length_scale(self) -> float:
+        """L of the space density prior ``d² exp(-d/L)`` of the parallax posteriors, pc."""
+        return self._parallax_length_scale
 
     @property
     def extinction(self) -> np.ndarray:
@@ -235,7 +279,38 @@ class Catalog:
     def __repr__(self) -> str:
         inflated = "inflated" if np.any(self._inflation > 0) else "not inflated"
         with_d = "with" if self._distance_err is not None else "without"
-        return f"<Catalog: {len(self)} stars, {with_d} distance_err, extinction_err {inflated}>"
+        plx = ", distances from parallaxes" if self._parallax is not None else ""
+        return f"<Catalog: {len(self)} stars, {with_d} distance_err{plx}, extinction_err {inflated}>"
+
+    def distance_nodes(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Equal-mass nodes of each star's distance posterior, as the likelihood and held-out checks average over.
+
+        From the parallaxes when the catalogue has them (:func:`~dustgp.catalog.parallax_nodes`, with
+        :attr:`parallax_length_scale`), else the log-normal posterior of :attr:`distance` and
+        :attr:`distance_err` (:func:`~dustgp.catalog.lognormal_nodes`).
+
+        Parameters
+        ----------
+        k : int
+            Nodes per star.
+
+        Returns
+        -------
+        nodes : numpy.ndarray, shape (n, k)
+            pc, ascending along each row.
+        log_weights : numpy.ndarray, shape (n, k)
+            ``ln(1/k)``.
+
+        Raises
+        ------
+        CatalogError
+            If the catalogue has neither parallaxes nor distance uncertainties.
+        """
+        if self._parallax is not None:
+            return parallax_nodes(self._parallax, self._parallax_err, k, length_scale=self._parallax_length_scale)
+        if self._distance_err is None:
+            raise CatalogError("no distance posterior: the catalogue has neither parallaxes nor distance_err")
+        return lognormal_nodes(self._distance, self._distance_err, k)
 
     # ---- friendly constructors ---------------------------------------------------------------------------
     # Defined in readers.py with the column mapping and the row checks they share, and bound here as classmethods
@@ -267,17 +342,7 @@ class Catalog:
         elif sel.dtype.kind not in "iu" and sel.size:
             raise CatalogError(f"select: expected a boolean mask or integer indices, got dtype {sel.dtype}")
         sel = sel.astype(np.int64).ravel()
-        return Catalog(
-            self._l[sel],
-            self._b[sel],
-            self._distance[sel],
-            self._extinction[sel],
-            self._extinction_err_observed[sel],
-            distance_err=None if self._distance_err is None else self._distance_err[sel],
-            inflation=self._inflation[sel],
-            row_index=self._row_index[sel],
-            dropped_rows=self._dropped_rows,
-        )
+        return self._replace(lambda values: None if values is None else values[sel])
 
     def split(self, fraction: float, *, seed: int | np.random.Generator) -> tuple[Catalog, Catalog]:
         """Split the stars at random into two catalogues, reproducibly.
@@ -379,78 +444,26 @@ class Catalog:
                 np.percentile(inflation, 90),
                 np.median(self._extinction_err_observed),
             )
-        return Catalog(
-            self._l,
-            self._b,
-            self._distance,
-            self._extinction,
-            self._extinction_err_observed,
-            distance_err=self._distance_err,
-            inflation=inflation,
-            row_index=self._row_index,
-            dropped_rows=self._dropped_rows,
-        )
+        return self._replace(lambda values: values, inflation=inflation)
+
+    def _replace(self, per_star: Any, **changes: Any) -> Catalog:
+        """A new catalogue of ``per_star(array)`` for each per-star array (None stays None), then ``changes``."""
+        arrays = {
+            "l": self._l,
+            "b": self._b,
+            "distance": self._distance,
+            "extinction": self._extinction,
+            "extinction_err": self._extinction_err_observed,
+            "distance_err": self._distance_err,
+            "parallax": self._parallax,
+            "parallax_err": self._parallax_err,
+            "inflation": self._inflation,
+            "row_index": self._row_index,
+        }
+        fields = {name: per_star(values) for name, values in arrays.items()} | changes
+        return Catalog(**fields, parallax_length_scale=self._parallax_length_scale, dropped_rows=self._dropped_rows)
 
     # ---- output ------------------------------------------------------------------------------------------
-    def to_table(self) -> Table:
-        """The catalogue as an :class:`~astropy.table.Table` with units.
-
-        Returns
-        -------
-        astropy.table.Table
-            Columns ``l``, ``b`` (deg), ``distance`` (pc), ``distance_err`` (pc, if any), ``A0``, ``A0_err``
-            (observed), ``A0_inflation``, ``A0_err_total`` (mag) and ``row_index``. The names match the
-            defaults of :meth:`from_table`, so
-            ``Catalog.from_table(cat.to_table(), distance_err="distance_err")`` rebuilds the catalogue
-            (re-estimating the inflation).
-        """
-        table = Table()
-        table["l"] = self._l.copy() * u.deg
-        table["b"] = self._b.copy() * u.deg
-        table["distance"] = self._distance.copy() * u.pc
-        if self._distance_err is not None:
-            table["distance_err"] = self._distance_err.copy() * u.pc
-        table["A0"] = self._extinction.copy() * u.mag
-        table["A0_err"] = self._extinction_err_observed.copy() * u.mag
-        table["A0_inflation"] = self._inflation.copy() * u.mag
-        table["A0_err_total"] = self._extinction_err.copy() * u.mag
-        table["row_index"] = self._row_index.copy()
-        table.meta["n_dropped_rows"] = int(self._dropped_rows.size)
-        return table
-
-    def summary(self) -> str:
-        """A short multi-line description: number of stars, ranges, median uncertainties, inflation.
-
-        Returns
-        -------
-        str
-        """
-        n = len(self)
-        lines = [f"Catalog: {n} stars ({self._dropped_rows.size} input rows dropped)"]
-        if n == 0:
-            return lines[0]
-        lines.append(
-            f"  l {self._l.min():.2f} .. {self._l.max():.2f} deg, b {self._b.min():.2f} .. {self._b.max():.2f} deg"
-        )
-        d_line = f"  distance {self._distance.min():.4g} .. {self._distance.max():.4g} pc"
-        d_line += f" (median {np.median(self._distance):.4g} pc"
-        if self._distance_err is not None:
-            d_line += f", median sigma_d {np.median(self._distance_err):.3g} pc"
-        lines.append(d_line + ")")
-        lines.append(
-            f"  extinction {self._extinction.min():.3g} .. {self._extinction.max():.3g} mag "
-            f"(median {np.median(self._extinction):.3g} mag)"
-        )
-        lines.append(
-            f"  sigma_A median {np.median(self._extinction_err_observed):.3g} mag observed, "
-            f"{np.median(self._extinction_err):.3g} mag used"
-        )
-        if np.any(self._inflation > 0):
-            lines.append(
-                f"  inflation (quadrature term) median {np.median(self._inflation):.3g} mag, "
-                f"90th percentile {np.percentile(self._inflation, 90):.3g} mag, "
-                f"max {self._inflation.max():.3g} mag"
-            )
-        else:
-            lines.append("  inflation: none")
-        return "\n".join(lines)
+    # Defined in output.py (the catalogue written out) and bound here as methods, as the readers are.
+    to_table = output.to_table
+    summary = output.summary

@@ -1,10 +1,12 @@
 """The row checks of the friendly constructors: every row of the input checked, bad ones raised or dropped.
 
 :func:`assemble` takes the columns in internal units (:mod:`dustgp.catalog.units`), turns parallaxes and
-percentile pairs into distances and 1-sigma uncertainties, applies the extinction-uncertainty floor, checks every
-row (:mod:`dustgp.catalog.checks`), and either raises one :class:`~dustgp.catalog.CatalogError` listing the bad
-rows (``on_bad="raise"``) or drops them with a warning that counts them per reason (``on_bad="drop"``). It returns
-the arrays of the core :class:`~dustgp.catalog.Catalog` constructor. Rows that repeat another row's l, b,
+percentile pairs into distances and 1-sigma uncertainties (a parallax with an error into the median and half the
+16-84% width of its posterior, :func:`~dustgp.catalog.parallax_distance_percentiles`), applies the
+extinction-uncertainty floor, checks every row (:mod:`dustgp.catalog.checks`), and either raises one
+:class:`~dustgp.catalog.CatalogError` listing the bad rows (``on_bad="raise"``) or drops them with a warning that
+counts them per reason (``on_bad="drop"``). It returns the arrays of the core :class:`~dustgp.catalog.Catalog`
+constructor. Rows that repeat another row's l, b,
 distance and extinction are kept, with a warning: each counts as a star of its own.
 """
 
@@ -13,11 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .checks import (
+    MAX_ABS_PARALLAX,
     MAX_DISTANCE,
     CatalogError,
     Problem,
@@ -28,6 +31,7 @@ from .checks import (
     format_rows,
     raise_problems,
 )
+from .distances import PARALLAX_LENGTH_SCALE, parallax_distance_percentiles
 from .units import Col, pair_label, warn_if_kpc
 
 __all__ = ["OnBad", "assemble", "check_options"]
@@ -38,13 +42,21 @@ logger = logging.getLogger(__name__)
 OnBad = Literal["raise", "drop"]
 
 
-def check_options(on_bad: str, extinction_err_floor: float) -> None:
-    """Check ``on_bad`` and ``extinction_err_floor`` (mag) before any column is read."""
+def check_options(
+    on_bad: str, extinction_err_floor: float, parallax_length_scale: float = PARALLAX_LENGTH_SCALE
+) -> None:
+    """Check ``on_bad``, ``extinction_err_floor`` (mag) and ``parallax_length_scale`` (pc) before any column is
+    read."""
     if on_bad not in ("raise", "drop"):
         raise CatalogError(f"on_bad: expected 'raise' or 'drop', got {on_bad!r}")
-    number = isinstance(extinction_err_floor, numbers.Real) and not isinstance(extinction_err_floor, bool)
-    if not (number and math.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
+    if not (_is_real(extinction_err_floor) and math.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
         raise CatalogError(f"extinction_err_floor: expected a finite value >= 0 mag, got {extinction_err_floor!r}")
+    if not (_is_real(parallax_length_scale) and math.isfinite(parallax_length_scale) and parallax_length_scale > 0):
+        raise CatalogError(f"parallax_length_scale: expected a finite value > 0 pc, got {parallax_length_scale!r}")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _sigma_from(spec: Col | tuple[Col, Col], problems: list[Problem], what: str) -> tuple[str, np.ndarray]:
@@ -95,14 +107,20 @@ def assemble(
     parallax_err: Col | None,
     on_bad: OnBad,
     extinction_err_floor: float,
-) -> dict[str, np.ndarray | None]:
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
+) -> dict[str, Any]:
     """Check the rows, raise or drop the bad ones, and return the arguments of the core constructor.
+
+    A parallax with an error gives the median (``distance``) and half the 16-84% width (``distance_err``) of the
+    posterior under the prior ``d² exp(-d / L)``, L = ``parallax_length_scale`` (pc), for any sign of the parallax;
+    a parallax alone gives ``distance = 1000 / parallax`` (parallax > 0) and no uncertainty.
 
     Returns
     -------
     dict
         ``l``, ``b`` (deg), ``distance`` (pc), ``extinction``, ``extinction_err`` (mag), ``distance_err`` (pc, or
-        None), ``row_index`` and ``dropped_rows``: ``Catalog(**fields)`` builds the catalogue.
+        None), ``parallax``, ``parallax_err`` (mas, or None: given only with an error), ``parallax_length_scale``
+        (pc), ``row_index`` and ``dropped_rows``: ``Catalog(**fields)`` builds the catalogue.
 
     Raises
     ------
@@ -122,7 +140,10 @@ def assemble(
             check(problems, c.label, "finite values", "NaN, inf or masked", ~np.isfinite(c.values))
         check(problems, b.label, "|b| <= 90 deg", "|b| > 90", np.abs(b.values) > 90.0)
 
-        if parallax is not None:
+        sigma_d: np.ndarray | None = None
+        if parallax is not None and parallax_err is not None:
+            d, sigma_d = _parallax_posterior(problems, parallax, parallax_err, parallax_length_scale)
+        elif parallax is not None:
             plx = parallax.values
             check(
                 problems,
@@ -162,18 +183,7 @@ def assemble(
         )
         check_extinction_err_plausible(problems, ext_label, sigma, floor=extinction_err_floor)
 
-        sigma_d: np.ndarray | None = None
-        if parallax_err is not None:
-            assert parallax is not None
-            check(
-                problems,
-                parallax_err.label,
-                "parallax uncertainty >= 0 mas",
-                "uncertainty < 0",
-                parallax_err.values < 0,
-            )
-            sigma_d = 1000.0 * parallax_err.values / parallax.values**2
-        elif distance_err is not None:
+        if distance_err is not None:
             d_label, sigma_d = _sigma_from(distance_err, problems, "distance")
             if not isinstance(distance_err, tuple):
                 check(problems, d_label, "distance uncertainty >= 0 pc", "uncertainty < 0", sigma_d < 0)
@@ -201,6 +211,33 @@ def assemble(
         "extinction": extinction.values[keep],
         "extinction_err": sigma[keep],
         "distance_err": None if sigma_d is None else sigma_d[keep],
+        "parallax": None if parallax_err is None or parallax is None else parallax.values[keep],
+        "parallax_err": None if parallax_err is None else parallax_err.values[keep],
+        "parallax_length_scale": parallax_length_scale,
         "row_index": np.flatnonzero(keep),
         "dropped_rows": np.flatnonzero(bad),
     }
+
+
+def _parallax_posterior(
+    problems: list[Problem], parallax: Col, parallax_err: Col, length_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median and half the 16-84% width (pc) of each row's parallax posterior; NaN in rows recorded as bad."""
+    plx, err = parallax.values, parallax_err.values
+    check(problems, parallax_err.label, "parallax uncertainty > 0 mas", "uncertainty <= 0", err <= 0)
+    large = np.isfinite(plx) & (np.abs(plx) > MAX_ABS_PARALLAX)
+    check(
+        problems,
+        parallax.label,
+        f"|parallax| <= {MAX_ABS_PARALLAX:g} mas (larger is implausible: a unit or sentinel value?)",
+        f"|parallax| > {MAX_ABS_PARALLAX:g} mas",
+        large,
+    )
+    usable = np.isfinite(plx) & np.isfinite(err) & (err > 0) & ~large
+    p16, p50, p84 = np.full((3, plx.size), np.nan)
+    if usable.any():
+        p16[usable], p50[usable], p84[usable] = parallax_distance_percentiles(
+            plx[usable], err[usable], length_scale=length_scale
+        ).T
+    check_distance_plausible(problems, parallax.label, p50)
+    return p50, 0.5 * (p84 - p16)

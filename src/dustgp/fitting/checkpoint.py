@@ -42,12 +42,16 @@ _PYRO_DIVIDER = "$$$"
 
 
 def data_fingerprint(catalog: Catalog, grid: Grid) -> str:
-    """SHA-256 of the fitted stars (l, b, distance, extinction, uncertainty, in order) and of the grid.
+    """SHA-256 of the fitted stars (l, b, distance, extinction, uncertainty, in order; then parallax, its error and
+    the prior's length scale, when the catalogue has parallaxes) and of the grid.
 
     Stored in checkpoints, so that a fit is resumed only on the data it was started on.
     """
     digest = hashlib.sha256()
-    for column in (catalog.l, catalog.b, catalog.distance, catalog.extinction, catalog.extinction_err):
+    columns = [catalog.l, catalog.b, catalog.distance, catalog.extinction, catalog.extinction_err]
+    if catalog.parallax is not None:  # the distance posterior the fit averages over
+        columns += [catalog.parallax, catalog.parallax_err, [catalog.parallax_length_scale]]
+    for column in columns:
         digest.update(np.ascontiguousarray(column, dtype=np.float64).tobytes())
     digest.update(json.dumps(grid.to_dict(), sort_keys=True).encode())
     return digest.hexdigest()

@@ -87,8 +87,9 @@ class FitConfig:
     learn_outlier_fraction : bool
         ``"newton"``: learn ε (an EM update per step). SVI keeps it fixed.
     distance_uncertainty : {"auto", "quadrature", "moment", "inflate", "none"}
-        How the catalogue's distance uncertainties enter: averaged over each star's log-normal distance
-        posterior on ``distance_nodes`` quadrature nodes (``"quadrature"``); one node with the model's own slope
+        How the catalogue's distance uncertainties enter: averaged over each star's distance posterior on
+        ``distance_nodes`` quadrature nodes (``"quadrature"``; :meth:`dustgp.catalog.Catalog.distance_nodes`: the
+        parallax posterior when the catalogue has parallaxes, else log-normal); one node with the model's own slope
         added to the variance (``"moment"``, newton only); the catalogue's neighbour-based inflation of sigma_A
         (``"inflate"``); or ignored (``"none"``). ``"auto"``: quadrature when the catalogue has distance
         uncertainties, otherwise none.

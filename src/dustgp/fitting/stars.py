@@ -8,7 +8,6 @@ import torch
 from astropy.table import Table
 
 from ..catalog import Catalog
-from ..catalog.distances import lognormal_nodes
 from ..grid import Grid, lbd_to_xyz
 from ..likelihood import StarLikelihood, StarNodes
 from ..sightlines import Sightlines
@@ -60,7 +59,8 @@ def star_likelihood(
     if treatment in ("quadrature", "moment") and not has_errors:
         raise FitError(
             f"distance_uncertainty={treatment!r} needs distance uncertainties: the catalogue has no distance_err "
-            "(give a distance_err column or 16th/84th-percentile distances, or use distance_uncertainty='none')"
+            "(give a distance_err column, 16th/84th-percentile distances or a parallax_err column, or use "
+            "distance_uncertainty='none')"
         )
     if treatment == "moment" and config.method != "newton":
         raise FitError("distance_uncertainty='moment' updates sigma with the fit and needs method='newton'")
@@ -71,7 +71,8 @@ def star_likelihood(
     sigma = np.hypot(sigma, config.error_floor)
     n = len(catalog)
     if treatment == "quadrature":
-        posterior = lognormal_nodes(catalog.distance, catalog.distance_err, config.distance_nodes)
+        # the parallax posterior when the catalogue has parallaxes, else the log-normal one of distance ± distance_err
+        posterior = catalog.distance_nodes(config.distance_nodes)
         nodes = StarNodes.build(sightlines.grid, catalog.l, catalog.b, *posterior)
     else:
         nodes = StarNodes(sightlines=sightlines, star=np.arange(n), log_prior=np.zeros(n), n_stars=n)
