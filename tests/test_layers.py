@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     # 1 operators: star x cell sightlines, likelihoods, the RBF projection; synthetic skies built from them
     "sightlines": 1,
     "likelihood": 1,
+    "model_scatter": 1,
     "projection": 1,
     "linalg": 1,
     "simulate": 1,

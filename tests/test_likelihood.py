@@ -230,6 +230,57 @@ def test_predictive_is_calibrated_when_the_map_is_the_truth(noise: str) -> None:
     assert np.mean(checks["flagged"]) < 0.01
 
 
+def test_the_m_step_recovers_a_known_model_scatter() -> None:
+    # stars on a known map whose extinctions scatter by sqrt(σ² + τ² + f² A²) while only σ is quoted
+    rng = np.random.default_rng(11)
+    n, sigma, floor, fraction = 4000, 0.02, 0.05, 0.2
+    l, b, d = rng.uniform(60, 62, n), rng.uniform(0, 1, n), rng.uniform(110, 390, n)
+    rho = _density(7)
+    lines = Sightlines.from_positions(GRID, l, b, d)
+    model = lines.extinction(rho.reshape(-1)).numpy()
+    s2 = sigma**2 + floor**2 + (fraction * model) ** 2
+    a = model + rng.normal(0.0, 1.0, n) * np.sqrt(s2)
+    like = StarLikelihood(
+        StarNodes(lines, np.arange(n), np.zeros(n), n), a, np.full(n, sigma), noise="gaussian", learn_scatter=True
+    )
+    mean = torch.log10(rho).T.contiguous()
+    cov = torch.zeros(GRID.n_columns, GRID.n_d, GRID.n_d, dtype=torch.float64)
+    like.update(cell_extinction_moments(mean, cov, torch.as_tensor(GRID.path_lengths)))
+    # the maximum-likelihood (τ², f²) scatter by the inverse Fisher information, ½ Σ g gᵀ / s⁴ with g = (1, A²)
+    g = np.stack([np.ones(n), model**2])
+    sd = np.sqrt(np.diag(np.linalg.inv(0.5 * (g / s2) @ (g / s2).T)))
+    learned = np.square(like.scatter)
+    assert abs(learned[0] - floor**2) < 4 * sd[0]
+    assert abs(learned[1] - fraction**2) < 4 * sd[1]
+
+
+def test_learned_scatter_calibrates_the_stars_predictive() -> None:
+    # the outlier-free sky, its extinctions scattered by a further 30% of the truth that the catalogue does not quote
+    sky = simulate(
+        REGION,
+        n_stars=2500,
+        n_clumps=1,
+        clump_sigma=(25, 25),
+        clump_peak=(1.5e-2, 1.5e-2),
+        noise=0.05,
+        noise_floor=0.05,
+        seed=8,
+    )
+    c, fraction = sky.catalog, 0.3
+    scattered = c.extinction + fraction * sky.true_extinction * np.random.default_rng(5).normal(size=len(c))
+    catalog = dustgp.Catalog.from_arrays(c.l, c.b, c.distance, scattered, c.extinction_err)
+    fitted = dustgp.fit(catalog, TRAIN, progress=False, likelihood="gaussian", learn_scatter=True, **SMALL)
+    assert fitted.converged
+    # f within 4 sd of its Fisher information at the truth (the floor τ is not identified next to σ ≈ 0.05 mag)
+    truth, s2 = sky.true_extinction, c.extinction_err**2 + (fraction * sky.true_extinction) ** 2
+    sd_f2 = 1.0 / np.sqrt(0.5 * np.sum(truth**4 / s2**2))
+    assert abs(fitted.scatter[1] ** 2 - fraction**2) < 4 * sd_f2
+    inside = fitted.posterior_predictive()["inside_16_84"]
+    n = fitted.posterior_predictive()["n_stars"]
+    assert abs(inside - 0.68) < 3 * math.sqrt(0.68 * 0.32 / n)  # binomial, 3 sigma
+    assert fitted.posterior_predictive()["scatter"] == list(fitted.scatter)
+
+
 def test_every_step_raises_the_elbo_with_latent_variables(outlier_sky) -> None:
     fitted = dustgp.fit(
         outlier_sky.catalog, TRAIN, progress=False, likelihood="student-t", **{**SMALL, "max_iterations": 25}
@@ -250,6 +301,9 @@ def test_bad_likelihood_options_are_refused() -> None:
         ({"error_floor": -0.1}, "error_floor"),
         ({"distance_uncertainty": "guess"}, "distance_uncertainty"),
         ({"distance_nodes": 0}, "distance_nodes"),
+        ({"scatter": [0.1, -0.2]}, "scatter"),
+        ({"scatter": [0.1]}, "scatter"),
+        ({"learn_scatter": True, "method": "svi"}, "learn_scatter"),
     ]:
         with pytest.raises(ValueError, match=match):
             dustgp.FitConfig(**options)

@@ -74,6 +74,23 @@ def test_holdout_chi2_of_known_residuals() -> None:
     assert report.median_residual == pytest.approx(offset, rel=1e-9)
 
 
+def test_holdout_chi2_adds_the_model_scatter() -> None:
+    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
+    d = np.array([150.0, 250.0, 350.0, 450.0])
+    a_map, offset, sigma, floor, fraction = 1e-3 * d, 0.1, 0.05, 0.03, 0.4
+    held_out = Catalog.from_arrays(
+        l=[62.0, 64.0, 66.0, 68.0],
+        b=[0.0, 1.0, -1.0, 2.0],
+        distance=d,
+        extinction=a_map + offset,
+        extinction_err=np.full(4, sigma),
+    )
+    report = holdout_report(make_map(grid, 1e-3), held_out, scatter=(floor, fraction))
+    model_scatter = floor**2 + (fraction * a_map) ** 2  # the map's mean extinction is exact at these points
+    expected = np.mean(offset**2 / (sigma**2 + (0.2 * a_map) ** 2 + model_scatter))
+    assert report.reduced_chi2 == pytest.approx(expected, rel=1e-9)
+
+
 def test_holdout_with_no_star_on_the_map_is_nan() -> None:
     grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
     away = Catalog.from_arrays(l=[200.0], b=[0.0], distance=[300.0], extinction=[0.3], extinction_err=[0.05])

@@ -17,6 +17,10 @@ with the noise model L one of
   population of fraction ε whose extinctions carry no information on ρ (U flat over the catalogue's extinction
   range); ε is learned (Hogg, Bovy & Lang 2010).
 
+Each node's variance is σ_i² plus, optionally, a *model scatter* ``τ² + f² A_mod²`` for extinction the map cannot
+resolve (:mod:`dustgp.model_scatter`), learned with the fit (``learn_scatter``); it enters the posterior predictive
+of every star, held-out ones included.
+
 Variational treatment
 ---------------------
 The node index, the outlier flag and the t scale λ_i are latent variables with a mean-field posterior
@@ -60,6 +64,7 @@ from torch.nn import functional
 
 from .catalog import lognormal_nodes, parallax_nodes
 from .grid import Grid
+from .model_scatter import scatter_m_step
 from .sightlines import LN10, GaussianStatistics, Sightlines
 
 __all__ = [
@@ -183,6 +188,9 @@ class StarLikelihood:
     learn_outlier_fraction : bool
     moment_distance_err : numpy.ndarray, optional
         σ_d per star, pc: the ``"moment"`` treatment (one node per star, its variance widened by the model slope).
+    scatter, learn_scatter : tuple of float, bool
+        ``(τ, f)`` (mag, fraction) of the model scatter ``τ² + f² A_mod²`` added to each node's variance, and
+        whether to learn them at every :meth:`update` from there (:mod:`dustgp.model_scatter`).
     """
 
     def __init__(
@@ -196,6 +204,8 @@ class StarLikelihood:
         outlier_fraction: float = 0.02,
         learn_outlier_fraction: bool = True,
         moment_distance_err: np.ndarray | None = None,
+        scatter: tuple[float, float] = (0.0, 0.0),
+        learn_scatter: bool = False,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -206,7 +216,10 @@ class StarLikelihood:
         lo, hi = OUTLIER_FRACTION_RANGE
         if not lo <= outlier_fraction <= hi:
             raise ValueError(f"outlier_fraction: expected a value in [{lo}, {hi}], got {outlier_fraction!r}")
+        if len(scatter) != 2 or not all(math.isfinite(v) and v >= 0 for v in scatter):
+            raise ValueError(f"scatter: expected (floor in mag, fraction), both >= 0, got {scatter!r}")
         self.nodes, self.noise, self.nu = nodes, noise, float(nu)
+        self.scatter, self.learn_scatter = (float(scatter[0]), float(scatter[1])), learn_scatter
         self.outlier_fraction, self.learn_outlier_fraction = float(outlier_fraction), learn_outlier_fraction
         as_t = {"dtype": dtype, "device": device}
         self.dtype, self.device = dtype, torch.device(device)
@@ -273,7 +286,8 @@ class StarLikelihood:
     @property
     def static(self) -> bool:
         """Whether the node weights never change (a Gaussian, one node per star, no moment widening)."""
-        return self.noise == "gaussian" and self.moment_err is None and len(self.nodes) == int(self.has_nodes.sum())
+        fixed = self.moment_err is None and self.scatter == (0.0, 0.0) and not self.learn_scatter
+        return self.noise == "gaussian" and fixed and len(self.nodes) == int(self.has_nodes.sum())
 
     def update_nodes(
         self, mean_a: torch.Tensor, mean_a2: torch.Tensor, cell_moments: torch.Tensor | None = None, rounds: int = 3
@@ -285,6 +299,8 @@ class StarLikelihood:
             self.sigma2 = self.sigma2_obs.clone()
             self.sigma2[self.star] += (slope * self.moment_err[self.star]) ** 2
             self.star_sigma2 = self.sigma2[self.star]
+        if self.learn_scatter:
+            self.scatter = self._learn_scatter(mean_a, mean_a2)
         self.node_sigma2 = s2 = self._node_variance(mean_a)
         # E[(A - A_mod)²] / σ²
         e = torch.add(mean_a2, self.a2).addcmul_(self.a, mean_a, value=-2.0).div_(s2).clamp_(min=0.0)
@@ -329,8 +345,9 @@ class StarLikelihood:
         quadratic = self.responsibility if self.noise != "student-t" else self.responsibility * self.weight[star]
         self._quadratic = float(-0.5 * (quadratic @ e))
 
-    def _node_variance(self, node_extinction: torch.Tensor) -> torch.Tensor:
-        """σ_i² plus the spread of the model extinction over each node's share of the distance posterior, mag².
+    def _node_variance(self, node_extinction: torch.Tensor, *, scatter: bool = True) -> torch.Tensor:
+        """σ_i² plus the spread of the model extinction over each node's share of the distance posterior, mag²,
+        plus the model scatter ``τ² + f² A_mod²`` unless ``scatter`` is False.
 
         A node stands for an equal-mass slice of the star's distance posterior, across which the model extinction
         changes by about the difference to its neighbouring nodes; taken as uniform over that span, it adds
@@ -343,7 +360,19 @@ class StarLikelihood:
         step = (node_extinction[..., 1:] - node_extinction[..., :-1]) * same
         # the mean of both differences where a node has a neighbour on each side, else the one
         span = (functional.pad(step, (1, 0)) + functional.pad(step, (0, 1))) * half
-        return torch.addcmul(self.star_sigma2, span, span, value=1.0 / 12.0)
+        variance = torch.addcmul(self.star_sigma2, span, span, value=1.0 / 12.0)
+        floor, fraction = self.scatter if scatter else (0.0, 0.0)
+        if fraction > 0.0:
+            variance = variance.addcmul_(node_extinction, node_extinction, value=fraction * fraction)
+        return variance.add_(floor * floor) if floor > 0.0 else variance
+
+    def _learn_scatter(self, mean_a: torch.Tensor, mean_a2: torch.Tensor) -> tuple[float, float]:
+        """:func:`~dustgp.model_scatter.scatter_m_step` at the latent posteriors of the last update."""
+        residual2 = torch.add(mean_a2, self.a2).addcmul_(self.a, mean_a, value=-2.0).clamp_(min=0.0)
+        if self.noise == "student-t":
+            residual2 = residual2 * self.weight[self.star]
+        base = self._node_variance(mean_a, scatter=False)
+        return scatter_m_step(base, residual2, self.responsibility, mean_a * mean_a, self.scatter)
 
     def _neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether each node follows a node of the same star (as 1/0), and the factor ½ for nodes with a neighbour

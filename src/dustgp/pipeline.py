@@ -421,7 +421,9 @@ def run(
         if sky is not None:
             report["truth"] = compare_to_truth(dmap, sky).to_dict()
         if held_out is not None and len(held_out):
-            report["holdout"] = holdout_report(dmap, held_out, error_floor=fitted.config.error_floor).to_dict()
+            report["holdout"] = holdout_report(
+                dmap, held_out, error_floor=fitted.config.error_floor, scatter=fitted.scatter, outliers=fitted.outliers
+            ).to_dict()
 
         from .io import write_map
 

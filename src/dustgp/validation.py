@@ -92,7 +92,8 @@ class HoldoutReport:
     distance posterior (:meth:`dustgp.catalog.Catalog.distance_nodes`: from the parallax when the catalogue has
     one, else log-normal, when the catalogue gives distance uncertainties)
     and adds its quoted uncertainty: mean ``E_d[E A(d)]``, variance
-    ``σ_obs² + floor² + E_d[Var A(d)] + Var_d[E A(d)]``.
+    ``σ_obs² + floor² + E_d[Var A(d)] + Var_d[E A(d)]``, plus the fit's model scatter ``τ² + f² E_d[(E A(d))²]``
+    when it has one (:mod:`dustgp.likelihood`).
 
     Attributes
     ----------
@@ -106,6 +107,10 @@ class HoldoutReport:
         Share of held-out stars within one predictive standard deviation (0.68 if calibrated and Gaussian).
     distance_nodes : int
         Distance nodes per star (1: at the catalogue distance, its inflated uncertainty used instead).
+    flagged : int
+        Held-out stars whose outlier probability under the fit's mixture exceeds one half (0 without a mixture).
+    reduced_chi2_unflagged, inside_16_84_unflagged : float
+        The same two figures over the stars not flagged: what the Gaussian part of a mixture predictive claims.
     """
 
     n_stars: int
@@ -113,20 +118,35 @@ class HoldoutReport:
     median_residual: float
     inside_16_84: float = float("nan")
     distance_nodes: int = 1
+    flagged: int = 0
+    reduced_chi2_unflagged: float = float("nan")
+    inside_16_84_unflagged: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.n_stars} held-out stars: reduced chi2 {self.reduced_chi2:.3f}, "
             f"{self.inside_16_84:.1%} inside their predictive 16-84% interval, "
             f"median residual {self.median_residual:+.4f} mag"
         )
+        if self.flagged:
+            text += (
+                f"; {self.flagged} flagged as outliers, the others: reduced chi2 {self.reduced_chi2_unflagged:.3f}, "
+                f"{self.inside_16_84_unflagged:.1%} inside"
+            )
+        return text
 
 
 def holdout_report(
-    dmap: PosteriorMap, held_out: Catalog, *, distance_nodes: int = 16, error_floor: float = 0.0
+    dmap: PosteriorMap,
+    held_out: Catalog,
+    *,
+    distance_nodes: int = 16,
+    error_floor: float = 0.0,
+    scatter: tuple[float, float] = (0.0, 0.0),
+    outliers: tuple[float, float] | None = None,
 ) -> HoldoutReport:
     """Posterior predictive check of stars that were not used in the fit.
 
@@ -138,6 +158,12 @@ def holdout_report(
         Nodes of each star's distance posterior, when the catalogue gives distance uncertainties.
     error_floor : float
         Added in quadrature to the quoted extinction uncertainties, mag (the fit's ``error_floor``).
+    scatter : tuple of float
+        The fit's model scatter ``(τ, f)`` (:attr:`dustgp.fitting.Fit.scatter`): ``τ² + f² E[A(d)²]`` joins the
+        predictive variance.
+    outliers : tuple of float, optional
+        The fit's mixture ``(ε, U)``: outlier fraction and outlier density (mag⁻¹). A held-out star's outlier
+        probability is ``ε U / (ε U + (1 - ε) N(A_obs; A_pred, s²))``.
     """
     query = DustMapQuery(dmap)
     n = len(held_out)
@@ -156,13 +182,23 @@ def holdout_report(
     count = inside_map.sum(axis=1).clip(min=1)
     mean = np.where(inside_map, mean_k, 0.0).sum(axis=1) / count
     second = np.where(inside_map, std_k**2 + mean_k**2, 0.0).sum(axis=1) / count
-    variance = sigma**2 + error_floor**2 + np.clip(second - mean**2, 0.0, None)
+    floor, fraction = scatter
+    model_scatter = floor**2 + fraction**2 * np.where(inside_map, mean_k**2, 0.0).sum(axis=1) / count
+    variance = sigma**2 + error_floor**2 + model_scatter + np.clip(second - mean**2, 0.0, None)
     residual = held_out.extinction[ok] - mean[ok]
     chi2 = residual**2 / variance[ok]
+    inlier = np.ones(chi2.shape, dtype=bool)
+    if outliers is not None:
+        fraction_out, density = outliers
+        gaussian = (1.0 - fraction_out) * np.exp(-0.5 * chi2) / np.sqrt(2.0 * np.pi * variance[ok])
+        inlier = fraction_out * density <= gaussian  # outlier probability <= 1/2
     return HoldoutReport(
         n_stars=int(ok.sum()),
         reduced_chi2=float(np.mean(chi2)) if ok.any() else float("nan"),
         median_residual=float(np.median(residual)) if ok.any() else float("nan"),
         inside_16_84=float(np.mean(chi2 < 1.0)) if ok.any() else float("nan"),
         distance_nodes=k,
+        flagged=int(np.sum(~inlier)),
+        reduced_chi2_unflagged=float(np.mean(chi2[inlier])) if inlier.any() else float("nan"),
+        inside_16_84_unflagged=float(np.mean(chi2[inlier] < 1.0)) if inlier.any() else float("nan"),
     )

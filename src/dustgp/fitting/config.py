@@ -86,6 +86,14 @@ class FitConfig:
         Outlier fraction ε of the mixture: its starting value, or its value when not learned.
     learn_outlier_fraction : bool
         ``"newton"``: learn ε (an EM update per step). SVI keeps it fixed.
+    scatter : list of 2 floats
+        Model scatter ``(τ, f)``: ``τ² + f² A_mod²`` added to every star's variance (τ in mag, f a fraction of the
+        model extinction), for extinction the map cannot resolve (:mod:`dustgp.model_scatter`); the starting values
+        when ``learn_scatter``. Default none.
+    learn_scatter : bool
+        ``"newton"``: learn ``(τ, f)`` (an EM update per step). For catalogues that sample the volume more sparsely
+        than the dust varies, such as cluster catalogues, where the quoted uncertainties describe the measurement
+        and not the map's ability to reproduce it.
     distance_uncertainty : {"auto", "quadrature", "moment", "inflate", "none"}
         How the catalogue's distance uncertainties enter: averaged over each star's distance posterior on
         ``distance_nodes`` quadrature nodes (``"quadrature"``; :meth:`dustgp.catalog.Catalog.distance_nodes`: the
@@ -149,6 +157,8 @@ class FitConfig:
     nu: float = 4.0
     outlier_fraction: float = 0.02
     learn_outlier_fraction: bool = True
+    scatter: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0])
+    learn_scatter: bool = False
     distance_uncertainty: str = "auto"
     distance_nodes: int = 8
     error_floor: float = 0.01
@@ -174,6 +184,12 @@ class FitConfig:
             raise ValueError(f"nu: expected a positive number of degrees of freedom, got {self.nu!r}")
         if not 1e-4 <= self.outlier_fraction <= 0.5:
             raise ValueError(f"outlier_fraction: expected a fraction in [1e-4, 0.5], got {self.outlier_fraction!r}")
+        scatter = np.asarray(self.scatter, dtype=float)
+        if scatter.shape != (2,) or not np.all(np.isfinite(scatter) & (scatter >= 0)):
+            raise ValueError(f"scatter: expected [floor in mag, fraction], both >= 0, got {self.scatter!r}")
+        self.scatter = [float(v) for v in scatter]
+        if self.learn_scatter and self.method != "newton":
+            raise ValueError("learn_scatter: the scatter is learned by method='newton' only (SVI keeps it fixed)")
         if not (math.isfinite(self.error_floor) and self.error_floor >= 0):
             raise ValueError(f"error_floor: expected a non-negative uncertainty in mag, got {self.error_floor!r}")
         if self.dtype not in ("float32", "float64"):

@@ -158,6 +158,7 @@ def fit(
     likelihood = star_likelihood(catalog.select(used), sightlines, config, dtype=dtype, device=device)
     if previous and "likelihood" in previous:
         likelihood.outlier_fraction = float(previous["likelihood"]["outlier_fraction"])
+        likelihood.scatter = tuple(float(v) for v in previous["likelihood"].get("scatter", likelihood.scatter))
     stats = likelihood.statistics()
     cells_pc = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype, device=device)
 

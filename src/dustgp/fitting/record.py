@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,8 @@ class Fit:
         for a calibrated model); ``residual_quantiles`` the 16/50/84th percentiles of the normalised residuals
         ``Φ⁻¹(PIT)`` (-1, 0, 1 when calibrated) and ``ks_statistic`` their Kolmogorov-Smirnov distance to N(0, 1);
         ``flagged`` counts the stars flagged as outliers (outlier probability > 0.5 in the mixture, ``|residual|`` > 3
-        otherwise); ``outlier_fraction`` is the mixture's fitted ε.
+        otherwise); ``outlier_fraction`` is the mixture's fitted ε, ``scatter`` the model scatter ``[τ (mag), f]``
+        (learned with ``learn_scatter``).
         """
         if self.star_checks is None:
             return {}
@@ -108,7 +110,22 @@ class Fit:
             "ks_statistic": float(scipy_stats.kstest(residual, "norm").statistic) if ok.any() else float("nan"),
             "flagged": int(np.sum(table["flagged"])),
             "outlier_fraction": like.outlier_fraction if like is not None and like.noise == "mixture" else None,
+            "scatter": list(self.scatter),
         }
+
+    @property
+    def scatter(self) -> tuple[float, float]:
+        """The model scatter ``(τ, f)`` of the likelihood (mag, fraction; learned with ``learn_scatter``)."""
+        source = self.likelihood if self.likelihood is not None else self.config
+        return float(source.scatter[0]), float(source.scatter[1])
+
+    @property
+    def outliers(self) -> tuple[float, float] | None:
+        """The mixture's outlier fraction ε and outlier density (mag⁻¹), or None for another noise model."""
+        like = self.likelihood
+        if like is None or like.noise != "mixture":
+            return None
+        return like.outlier_fraction, math.exp(like.log_outlier_density)
 
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
@@ -166,7 +183,10 @@ def checkpoint_payload(
         "seconds": result.seconds,
         "stars": dict(result.stars),
         "data_fingerprint": result.data_fingerprint,
-        "likelihood": {"outlier_fraction": (result.likelihood or result.config).outlier_fraction},
+        "likelihood": {
+            "outlier_fraction": (result.likelihood or result.config).outlier_fraction,
+            "scatter": list((result.likelihood or result.config).scatter),
+        },
         "learned": result.learned,
         "star_distances": (
             None if result.star_distances is None else torch.as_tensor(result.star_distances, dtype=torch.float64)

@@ -85,6 +85,8 @@ def star_likelihood(
         outlier_fraction=config.outlier_fraction,
         learn_outlier_fraction=config.learn_outlier_fraction and config.method == "newton",
         moment_distance_err=catalog.distance_err if treatment == "moment" else None,
+        scatter=tuple(config.scatter),
+        learn_scatter=config.learn_scatter,
         dtype=dtype,
         device=device,
     )
