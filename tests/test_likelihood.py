@@ -180,8 +180,8 @@ TRAIN = Grid(l=(60, 80, 6), b=(-5, 5, 3), d=(150, 350, 8), ghost_cells=1)
 SMALL = {"inducing_points": 60, "length_scale": 25.0, "seed": 3, "max_iterations": 120}
 
 
-@pytest.fixture(scope="module")
-def outlier_sky():
+def _clump_sky(**options: float):
+    """2500 stars around one 25 pc clump, sigma_A = sqrt(0.05² + (0.05 A)²)."""
     return simulate(
         REGION,
         n_stars=2500,
@@ -190,9 +190,14 @@ def outlier_sky():
         clump_peak=(1.5e-2, 1.5e-2),
         noise=0.05,
         noise_floor=0.05,
-        outlier_fraction=0.05,
         seed=8,
+        **options,
     )
+
+
+@pytest.fixture(scope="module")
+def outlier_sky():
+    return _clump_sky(outlier_fraction=0.05)
 
 
 def test_mixture_flags_the_outliers(outlier_sky) -> None:
@@ -256,16 +261,7 @@ def test_the_m_step_recovers_a_known_model_scatter() -> None:
 
 def test_learned_scatter_calibrates_the_stars_predictive() -> None:
     # the outlier-free sky, its extinctions scattered by a further 30% of the truth that the catalogue does not quote
-    sky = simulate(
-        REGION,
-        n_stars=2500,
-        n_clumps=1,
-        clump_sigma=(25, 25),
-        clump_peak=(1.5e-2, 1.5e-2),
-        noise=0.05,
-        noise_floor=0.05,
-        seed=8,
-    )
+    sky = _clump_sky()
     c, fraction = sky.catalog, 0.3
     scattered = c.extinction + fraction * sky.true_extinction * np.random.default_rng(5).normal(size=len(c))
     catalog = dustgp.Catalog.from_arrays(c.l, c.b, c.distance, scattered, c.extinction_err)
