@@ -138,7 +138,7 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
     }
 
 
-def scale_row(n_stars: int = 1_000_000, k: int = 8) -> dict[str, Any]:
+def scale_row(n_stars: int = 1_000_000, k: int = 8, learn_scatter: bool = False) -> dict[str, Any]:
     """Seconds and memory of the per-star part of one outer step at 10⁶ stars × K nodes."""
     grid = Grid(l=(50, 90, 61), b=(-10, 10, 40), d=(180, 500, 38), ghost_cells=2)  # 97,600 cells
     rng = np.random.default_rng(0)
@@ -147,7 +147,7 @@ def scale_row(n_stars: int = 1_000_000, k: int = 8) -> dict[str, Any]:
     a = 0.002 * (d - 100.0) + rng.normal(0, 0.05, n_stars)
     t0 = time.perf_counter()
     nodes = StarNodes.build(grid, l, b, *lognormal_nodes(d, 0.1 * d, k))
-    like = StarLikelihood(nodes, a, np.full(n_stars, 0.05), noise="mixture")
+    like = StarLikelihood(nodes, a, np.full(n_stars, 0.05), noise="mixture", learn_scatter=learn_scatter)
     setup = time.perf_counter() - t0
     mean = torch.full((grid.n_columns, grid.n_d), -2.7, dtype=torch.float64)
     cov = 0.01 * torch.eye(grid.n_d, dtype=torch.float64).expand(grid.n_columns, -1, -1).contiguous()
@@ -169,6 +169,8 @@ def scale_row(n_stars: int = 1_000_000, k: int = 8) -> dict[str, Any]:
         "seconds_per_outer_step": times,
         "median_seconds": float(np.median(times)),
         "peak_rss_gb": peak_gb,
+        "learn_scatter": learn_scatter,
+        "scatter": list(like.scatter),
     }
 
 
@@ -195,6 +197,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--scale", action="store_true", help="time the per-star terms at 10^6 stars x 8 nodes")
     parser.add_argument("--baseline", help="with --scale: also time this git revision's code, side by side")
+    parser.add_argument(
+        "--learn-scatter", action="store_true", help="with --scale: also time it with the model scatter learned"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -210,7 +215,12 @@ def main() -> None:
             with revision_src(args.baseline) as src:
                 record["baseline"] = {"revision": args.baseline, "scale": measure_in(src, code)}
             record["speedup_median"] = record["baseline"]["scale"]["median_seconds"] / row["median_seconds"]
-        print(json.dumps({k: v for k, v in record.items() if k in ("scale", "baseline", "speedup_median")}, indent=2))
+        if args.learn_scatter:
+            learned = measure_in(CURRENT_SRC, code.replace("scale_row()", "scale_row(learn_scatter=True)"))
+            record["scale_learn_scatter"] = learned
+            record["learn_scatter_cost_ratio"] = learned["median_seconds"] / row["median_seconds"]
+        shown = ("scale", "baseline", "speedup_median", "scale_learn_scatter", "learn_scatter_cost_ratio")
+        print(json.dumps({k: v for k, v in record.items() if k in shown}, indent=2))
         out = args.out or HERE / "results" / "likelihood-scale.json"
     else:
         record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": FIT}

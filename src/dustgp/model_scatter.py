@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import optimize
 
 __all__ = ["SCATTER_MAX", "scatter_m_step"]
 
@@ -40,8 +39,18 @@ def scatter_m_step(
     responsibility: torch.Tensor,
     square: torch.Tensor,
     start: tuple[float, float],
+    *,
+    iterations: int = 2,
+    tol: float = 1e-4,
 ) -> tuple[float, float]:
-    """The ``(τ, f)`` that maximise the expected complete-data log-likelihood (module docstring).
+    """``(τ, f)`` raising the expected complete-data log-likelihood of the module docstring (a generalised M step).
+
+    Fisher scoring on ``(τ², f²)``: the expected Hessian of ``F = ½ Σ r [ln s² + R / s²]`` is
+    ``½ Σ r g gᵀ / s⁴`` with ``g = (1, E[A_mod]²)``, positive definite where the Hessian itself need not be, and
+    each step is projected onto ``0 ≤ τ ≤ 10 mag``, ``0 ≤ f ≤ 1`` and halved until F falls. Working on the squares
+    rather than on their logarithms lets a scatter of 0 move (the gradient in ln τ² vanishes there). Each
+    iteration is about fifteen passes over the nodes, so an update takes ``iterations`` of them (two by default:
+    any increase keeps EM's guarantee) and the scatter converges over the fit's updates, warm-started.
 
     Parameters
     ----------
@@ -55,23 +64,42 @@ def scatter_m_step(
         ``E[A_mod,ik]²``, mag².
     start : tuple of float
         The current ``(τ, f)``.
+    iterations, tol : int, float
+        At most this many scoring steps; fewer once neither square changes by more than ``tol`` relative (or
+        1e-12 mag² absolute).
 
     Returns
     -------
     tuple of float
-        ``(τ, f)``; never worse than ``start``. L-BFGS-B works on ``(τ², f²)`` bounded below by 0, not on their
-        logarithms, where the gradient vanishes as the scatter does and a start at 0 could never move.
+        ``(τ, f)``; never worse than ``start``.
     """
     r = responsibility
+    upper = np.square(SCATTER_MAX)
 
-    def negative(params: np.ndarray) -> tuple[float, np.ndarray]:
-        s2 = base + params[0] + params[1] * square
-        ratio = residual2 / s2
-        d_s2 = 0.5 * r * (1.0 - ratio) / s2  # ∂/∂s²
-        return 0.5 * float(r @ (torch.log(s2) + ratio)), np.array([float(d_s2.sum()), float(d_s2 @ square)])
+    def at(p: np.ndarray) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """F at p, with 1/s² and R/s² for the next step (five passes over the nodes)."""
+        inverse = torch.add(base, square, alpha=float(p[1])).add_(float(p[0])).reciprocal_()
+        ratio = residual2 * inverse
+        return 0.5 * float(r @ torch.log(inverse).neg_().add_(ratio)), inverse, ratio
 
-    bounds = [(0.0, hi * hi) for hi in SCATTER_MAX]
-    first = np.minimum(np.square(start), [hi for _, hi in bounds])
-    found = optimize.minimize(negative, first, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 30})
-    best = found.x if found.fun <= negative(first)[0] else first
-    return float(np.sqrt(best[0])), float(np.sqrt(best[1]))
+    p = np.minimum(np.square(start), upper)
+    value, inverse, ratio = at(p)
+    for _ in range(iterations):
+        d = ratio.neg_().add_(1.0).mul_(inverse).mul_(r)  # 2 ∂F/∂s²
+        h = inverse.mul_(inverse).mul_(r)  # 2 × the expected ∂²F/∂(s²)²
+        gradient = 0.5 * np.array([float(d.sum()), float(d @ square)])
+        hs = float(h @ square)
+        fisher = 0.5 * np.array([[float(h.sum()), hs], [hs, float(h @ square.square())]])
+        step = -np.linalg.solve(fisher, gradient)
+        for _ in range(30):
+            trial = np.clip(p + step, 0.0, upper)
+            trial_value, inverse, ratio = at(trial)
+            if trial_value <= value:
+                break
+            step = 0.5 * step
+        else:
+            break
+        moved, p, value = np.abs(trial - p), trial, trial_value
+        if np.all(moved <= tol * p + 1e-12):
+            break
+    return float(np.sqrt(p[0])), float(np.sqrt(p[1]))
