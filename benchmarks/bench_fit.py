@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import inspect
 import json
+import logging
 import os
 import tempfile
 import time
@@ -62,6 +63,19 @@ QUICK: dict[str, Any] = {
     "predict_shape": (50, 50, 52),
     "max_iterations": {"newton": 15, "svi": 200},
 }
+
+
+class CoarseStage(logging.Handler):
+    """Steps and seconds of a newton fit's coarse stage, read from its log record (None when it had none)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.steps: int | None = None
+        self.seconds: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("coarse start"):
+            self.steps, _, self.seconds = record.args[:3]
 
 
 def predict_accepts_none() -> bool:
@@ -140,8 +154,16 @@ def fit_and_score(
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    coarse, log = CoarseStage(), logging.getLogger("dustgp.fitting.loop")
+    level = log.level
+    log.addHandler(coarse)
+    log.setLevel(logging.INFO)
     started = time.perf_counter()
-    fit = dustgp.fit(sky.catalog, train, progress=False, **options)
+    try:
+        fit = dustgp.fit(sky.catalog, train, progress=False, **options)
+    finally:
+        log.removeHandler(coarse)
+        log.setLevel(level)
     synchronize(device)
     wall = time.perf_counter() - started
     peak_fit = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
@@ -160,6 +182,8 @@ def fit_and_score(
         "stopped_by": fit.stopped_by,
         "converged": fit.converged,
         "iterations": fit.iterations,
+        "coarse_steps": coarse.steps,
+        "coarse_seconds": coarse.seconds,
         "max_iterations": fit.config.max_iterations,
         "train_seconds": fit.seconds,
         "setup_seconds": wall - fit.seconds,
@@ -183,7 +207,7 @@ def failed_row(method: str, rule: str, seed: int, error: BaseException) -> dict[
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Accuracy and timing per row, then the hyperparameters each fit ended with."""
     print(
-        f"{'method':7} {'rule':5} {'seed':>4} {'stopped_by':15} {'conv':>5} {'steps':>6} {'train s':>8} "
+        f"{'method':7} {'rule':5} {'seed':>4} {'stopped_by':15} {'conv':>5} {'steps':>6} {'coarse':>6} {'train s':>8} "
         f"{'s/step':>7} {'pred s':>7} {'med err':>8} {'p90 err':>8} {'cover':>6} {'under':>6}"
     )
     for r in rows:
@@ -193,6 +217,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             continue
         print(
             f"{head} {r['stopped_by']:15} {'yes' if r['converged'] else 'NO':>5} {r['iterations']:6d} "
+            f"{r.get('coarse_steps') or 0:6d} "
             f"{r['train_seconds']:8.1f} {r['seconds_per_step']:7.3f} {r['predict_seconds']:7.1f} "
             f"{r['median_relative_error']:8.2%} {r['p90_relative_error']:8.2%} {r['coverage_16_84']:6.1%} "
             f"{r['underestimated_fraction']:6.2%}"
@@ -334,8 +359,9 @@ def main() -> None:
                     )
                 )
                 r = rows[-1]
+                coarse = f" (+ {r['coarse_steps']} on the coarse grid)" if r.get("coarse_steps") else ""
                 print(
-                    f"  {method} {rule} seed {seed}: {r['stopped_by']} after {r['iterations']} in "
+                    f"  {method} {rule} seed {seed}: {r['stopped_by']} after {r['iterations']}{coarse} in "
                     f"{r['train_seconds']:.1f} s, predicted in {r['predict_seconds']:.1f} s",
                     flush=True,
                 )

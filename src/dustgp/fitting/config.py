@@ -76,6 +76,8 @@ class FitConfig:
         the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
     warmup : int
         ``"newton"``: steps of q alone before the hyperparameters move.
+    coarse_start : bool
+        ``"newton"``: first fit on the training grid with cells twice as large on every axis, then go on from there.
     likelihood : {"mixture", "student-t", "gaussian"}
         Noise model of the stars' extinctions (:mod:`dustgp.likelihood`): a Gaussian plus an outlier population
         of learned fraction (default; each star's outlier probability is reported after the fit), a Student-t of
@@ -153,6 +155,7 @@ class FitConfig:
     min_iterations: int = 20
     step_tol: float = 2e-3
     warmup: int = 2
+    coarse_start: bool = True
     likelihood: str = "mixture"
     nu: float = 4.0
     outlier_fraction: float = 0.02

@@ -5,6 +5,15 @@ default, ``method="newton"``, maximises the ELBO in closed form with second-orde
 (:mod:`dustgp.fitting.newton`); ``method="svi"`` is the paper's scheme, Pyro SVI with Monte Carlo gradients
 (:mod:`dustgp.fitting.svi`). Stop rules are in :mod:`dustgp.fitting.stopping`.
 
+Coarse start (newton). Most of a newton fit's steps go to the hyperparameters travelling from their start to the
+optimum along a ridge of nearly equal ELBO (the scale factor against the scale lengths), with q(v) following; the
+number of those steps hardly depends on the size of the problem. So a newton fit first runs to its stop rule on
+the training grid with cells twice as large on every axis (:func:`coarse_start_grid`: 8× fewer cells, a step
+costing about half as much, the M × M work left), with the same inducing points. Its hyperparameters, inducing
+locations and q(v) — defined on the inducing points, not on the grid — are where the training grid's fit starts,
+which then needs a few steps. The coarse cells must still resolve the map: with fewer than two cells per inducing
+point there is no coarse stage (docs: Design notes, "Where newton's steps go").
+
 A fit changes no global state it did not create: torch's global random state is forked for the fit and seeded
 with ``FitConfig.seed`` inside (Pyro draws its Monte Carlo samples from it), and the fit's parameters live in a
 Pyro parameter-store scope of their own, so a caller's draws and Pyro parameters are as they were.
@@ -28,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..grid import Grid
+from ..likelihood import StarLikelihood
 from ..model import DustGP
 from ..sightlines import Sightlines
 from .checkpoint import data_fingerprint, load_checkpoint, model_from_state, write_checkpoint
@@ -179,6 +189,9 @@ def fit(
         cells = cells_pc / gp.length_unit
         runner: Runner
         if newton:
+            if previous is None and coarse_start_grid(grid, config) is not None:
+                result.seconds = _coarse_start(gp, catalog.select(used), grid, config, likelihood, progress=progress)
+                stats = likelihood.statistics()  # with what the coarse stage learned of the noise model
             runner = NewtonRunner(gp, cells, stats, grid, config, likelihood)
             if previous:
                 runner.restore(previous["optimizer"])
@@ -218,7 +231,7 @@ def _train(
     newton = config.method == "newton"
     losses: list[float] = list(previous["losses"].tolist()) if previous else []
     changes: list[tuple[int, float]] = [tuple(r) for r in previous["map_changes"].tolist()] if previous else []
-    seconds = float(previous["seconds"]) if previous else 0.0
+    seconds = float(previous["seconds"]) if previous else result.seconds  # a coarse start's time counts
     start_iteration = len(losses)
     stopped_by = "max_iterations"
     initial = _parameter_values(gp)
@@ -295,6 +308,67 @@ def _train(
     save(stopped_by)
     result = snapshot(stopped_by)
     return result
+
+
+def coarse_start_grid(grid: Grid, config: FitConfig) -> Grid | None:
+    """The grid of a newton fit's coarse stage (cells twice as large on every axis), or None when it has none.
+
+    None unless ``config.coarse_start`` and the hyperparameters are learned, and unless the coarse grid has at
+    least two cells per inducing point: with fewer, the M × M work dominates a step, which then costs nearly as
+    much on the coarse grid as on the training grid, and the coarse fit can end far from the training grid's
+    optimum (docs: Design notes, "Where newton's steps go").
+    """
+    if not (config.method == "newton" and config.coarse_start and config.learn_hyperparameters):
+        return None
+    coarse = grid.refined(0.5)
+    if coarse.n_cells < 2 * config.inducing_points or coarse.n_cells >= grid.n_cells:
+        return None
+    return coarse
+
+
+def _coarse_start(
+    gp: DustGP, catalog: Catalog, grid: Grid, config: FitConfig, likelihood: StarLikelihood, *, progress: bool
+) -> float:
+    """Fit ``gp`` on :func:`coarse_start_grid` to its stop rule; its seconds.
+
+    The hyperparameters, inducing locations and q(v) it ends with are the training grid's starting point (q(v) is
+    defined on the inducing points, not on the grid), and ``likelihood`` takes its learned noise parameters. The
+    steps of this stage are not among the fit's losses (another objective) and are not checkpointed.
+    """
+    started = time.perf_counter()
+    coarse = coarse_start_grid(grid, config)
+    assert coarse is not None
+    sightlines = Sightlines.from_positions(coarse, catalog.l, catalog.b, catalog.distance)
+    stage_likelihood = star_likelihood(
+        catalog.select(sightlines.star_index),
+        sightlines,
+        config,
+        dtype=torch.float64,
+        device=torch.device(config.device),
+    )
+    cells = torch.as_tensor(coarse.cell_centers_xyz(), dtype=torch.float64, device=config.device) / gp.length_unit
+    runner = NewtonRunner(gp, cells, stage_likelihood.statistics(), coarse, config, stage_likelihood)
+    losses: list[float] = []
+    stop = None
+    with tqdm(total=config.max_iterations, disable=not progress, desc="fit (newton, coarse grid)", unit="step") as bar:
+        while stop is None and len(losses) < config.max_iterations:
+            loss, _, stop = runner.step(len(losses) + 1, losses)
+            losses.append(loss)
+            bar.set_postfix({"loss": f"{loss:.6g}"}, refresh=False)
+            bar.update()
+    runner.store()
+    for name in ("outlier_fraction", "scatter"):  # the noise model's learned parameters, where it has them
+        if hasattr(stage_likelihood, name):
+            setattr(likelihood, name, getattr(stage_likelihood, name))
+    seconds = time.perf_counter() - started
+    logger.info(
+        "coarse start: %d steps on %d cells in %.1f s (%s)",
+        len(losses),
+        coarse.n_cells,
+        seconds,
+        stop or "max_iterations",
+    )
+    return seconds
 
 
 def _initial_model(catalog: Catalog, grid: Grid, config: FitConfig, dtype: torch.dtype) -> DustGP:

@@ -20,7 +20,10 @@ hyperparameters, one for the locations) on the ELBO at fixed q(u) over the induc
 then depending on theta. At fixed whitened q(v) instead, a change of the scale lengths scrambles the map and only
 tiny theta steps are accepted. q follows theta closely (one natural-gradient step per outer step), so the gradient
 at fixed q is that of max_q ELBO (envelope theorem). (The gradient of a Laplace evidence at a fixed mode misses
-dv*/dθ and drifts toward low density.)
+dv*/dθ and drifts toward low density.) Most outer steps go to the hyperparameters travelling along a ridge of nearly
+equal ELBO (the scale factor against the scale lengths), however large the problem; so :func:`dustgp.fit` first
+runs these steps on a grid with cells twice as large and starts from where they end (the coarse start in
+:mod:`dustgp.fitting.loop`).
 
 Every accepted step raises the ELBO: the joint proposal (β, t) is tried at t = 1, then with shorter theta steps,
 then q alone with shorter β, and refused unless the exact ELBO increases.
