@@ -14,6 +14,7 @@ that SVI needed to reach its stop rule. The baseline is not run to convergence.
 
     .venv/bin/python benchmarks/bench_fit.py                          # full size, both methods, map + elbo rules
     .venv/bin/python benchmarks/bench_fit.py --seeds 1 2 3 --rules map --baseline
+    .venv/bin/python benchmarks/bench_fit.py --methods newton --seeds 1 2 3 --direct   # with and without coarse start
     .venv/bin/python benchmarks/bench_fit.py --quick --methods newton svi --rules map   # smoke run, minutes
 """
 
@@ -136,6 +137,7 @@ def fit_and_score(
     rule: str,
     seed: int,
     device: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit with one method, stop rule and seed, predict the map and compare it with the truth: one row."""
     options: dict[str, Any] = {
@@ -150,6 +152,7 @@ def fit_and_score(
     }
     if sizes["max_iterations"][method] is not None:
         options["max_iterations"] = sizes["max_iterations"][method]
+    options |= extra or {}
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
@@ -182,6 +185,7 @@ def fit_and_score(
         "stopped_by": fit.stopped_by,
         "converged": fit.converged,
         "iterations": fit.iterations,
+        "coarse_start": bool(getattr(fit.config, "coarse_start", False)),
         "coarse_steps": coarse.steps,
         "coarse_seconds": coarse.seconds,
         "max_iterations": fit.config.max_iterations,
@@ -325,6 +329,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="fit seeds (the catalogue's is 0)")
     parser.add_argument("--baseline", action="store_true", help="time the GPyTorch + Pyro baseline (extrapolated)")
+    parser.add_argument(
+        "--direct", action="store_true", help="newton: after each fit, fit again without the coarse start"
+    )
     parser.add_argument("--baseline-iterations", type=int, default=20, help="timed baseline iterations")
     parser.add_argument("--device", default="cpu", help="torch device (the baseline always runs on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 with --quick)")
@@ -352,19 +359,30 @@ def main() -> None:
     for method in args.methods:
         rules = args.rules if method == "svi" else ["map"]  # newton: its default stop rule only
         for rule in rules:
+            variants = [{}, {"coarse_start": False}] if args.direct and method == "newton" else [{}]
             for seed in args.seeds:
-                rows.append(
-                    fit_and_score(
-                        sky, train, predict_grid, sizes, method=method, rule=rule, seed=seed, device=args.device
+                for extra in variants:
+                    rows.append(
+                        fit_and_score(
+                            sky,
+                            train,
+                            predict_grid,
+                            sizes,
+                            method=method,
+                            rule=rule,
+                            seed=seed,
+                            device=args.device,
+                            extra=extra,
+                        )
                     )
-                )
-                r = rows[-1]
-                coarse = f" (+ {r['coarse_steps']} on the coarse grid)" if r.get("coarse_steps") else ""
-                print(
-                    f"  {method} {rule} seed {seed}: {r['stopped_by']} after {r['iterations']}{coarse} in "
-                    f"{r['train_seconds']:.1f} s, predicted in {r['predict_seconds']:.1f} s",
-                    flush=True,
-                )
+                    r = rows[-1]
+                    coarse = f" (+ {r['coarse_steps']} on the coarse grid)" if r.get("coarse_steps") else ""
+                    direct = " [direct]" if extra else ""
+                    print(
+                        f"  {method} {rule} seed {seed}{direct}: {r['stopped_by']} after {r['iterations']}{coarse} in "
+                        f"{r['train_seconds']:.1f} s, predicted in {r['predict_seconds']:.1f} s",
+                        flush=True,
+                    )
     baseline = None
     if args.baseline:
         baseline = baseline_report(sky, train, sizes, rows, iterations=args.baseline_iterations, seed=args.seeds[0])
