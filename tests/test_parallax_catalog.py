@@ -212,3 +212,77 @@ def test_a_run_file_reads_parallax_columns_with_its_prior(rng, tmp_path):
     run.write_text(run.read_text().replace("parallax_length_scale = 500", 'parallax_length_scale = "500"'))
     with pytest.raises(ConfigError, match=r"\[catalog\] parallax_length_scale: expected a number"):
         load_config(run)
+
+
+def test_from_arrays_takes_parallaxes_as_the_table_readers_do(rng):
+    table = _parallax_table(rng)
+    expected = Catalog.from_table(table, parallax="plx", parallax_err="plx_err", parallax_length_scale=700.0)
+    plx, err = np.asarray(table["plx"]), np.asarray(table["plx_err"])
+    arrays = (table["l"], table["b"], None, table["A0"], table["A0_err"])
+    for given in ((plx, err), (plx * u.mas, (err * u.mas).to(u.uarcsec))):  # bare mas, or any angle unit
+        catalog = Catalog.from_arrays(*arrays, parallax=given[0], parallax_err=given[1], parallax_length_scale=700.0)
+        for name in ("distance", "distance_err", "parallax", "parallax_err", "extinction_err", "inflation"):
+            np.testing.assert_allclose(getattr(catalog, name), getattr(expected, name), rtol=1e-12, err_msg=name)
+        assert catalog.parallax_length_scale == 700.0
+        np.testing.assert_allclose(catalog.distance_nodes(8)[0], expected.distance_nodes(8)[0], rtol=1e-12)
+    # a parallax alone is 1000 / parallax, with no uncertainty
+    alone = Catalog.from_arrays(*arrays, parallax=np.abs(plx) + 1.0)
+    np.testing.assert_allclose(alone.distance, 1000.0 / (np.abs(plx) + 1.0))
+    assert alone.distance_err is None
+    assert alone.parallax is None
+
+
+def test_from_arrays_refuses_parallaxes_as_the_table_readers_do(rng):
+    table = _parallax_table(rng)
+    l, b, a, sigma = table["l"], table["b"], table["A0"], table["A0_err"]
+    d = np.full(len(table), 300.0)
+    plx, err = np.asarray(table["plx"]), np.asarray(table["plx_err"])
+    with pytest.raises(CatalogError, match=r"distance, parallax: expected one of them .* got both"):
+        Catalog.from_arrays(l, b, d, a, sigma, parallax=plx, parallax_err=err)
+    with pytest.raises(CatalogError, match=r"distance, parallax: expected one of them .* got neither"):
+        Catalog.from_arrays(l, b, None, a, sigma)
+    with pytest.raises(CatalogError, match="parallax_err given without parallax"):
+        Catalog.from_arrays(l, b, d, a, sigma, parallax_err=err)
+    with pytest.raises(CatalogError, match="give either distance_err or parallax/parallax_err, not both"):
+        Catalog.from_arrays(l, b, None, a, sigma, distance_err=d, parallax=plx, parallax_err=err)
+    with pytest.raises(CatalogError, match=r"parallax_length_scale: expected a finite value > 0 pc, got -1"):
+        Catalog.from_arrays(l, b, None, a, sigma, parallax=plx, parallax_err=err, parallax_length_scale=-1)
+    bad = err.copy()
+    bad[[4, 9]] = 0.0
+    with pytest.raises(CatalogError, match=r"column 'parallax_err': expected parallax uncertainty > 0 mas, .* 4, 9"):
+        Catalog.from_arrays(l, b, None, a, sigma, parallax=plx, parallax_err=bad)
+    dropped = Catalog.from_arrays(l, b, None, a, sigma, parallax=plx, parallax_err=bad, on_bad="drop")
+    np.testing.assert_array_equal(dropped.dropped_rows, [4, 9])
+    assert len(dropped.distance_nodes(8)[0]) == len(table) - 2
+    with pytest.raises(CatalogError, match=r"column 'parallax': unit 'pc' found, expected a unit convertible to mas"):
+        Catalog.from_arrays(l, b, None, a, sigma, parallax=plx * u.pc, parallax_err=err)
+    with pytest.raises(CatalogError, match="expected arrays of one length"):
+        Catalog.from_arrays(l, b, None, a, sigma, parallax=plx[:-1], parallax_err=err[:-1])
+
+
+def test_catalog_for_grid_passes_its_prior_to_the_parallax_posteriors(monkeypatch):
+    from dustgp.catalog import Region, catalog_for_grid, gaia
+    from dustgp.config import gaia_catalog_keys
+    from gaia_fakes import fake_stars
+
+    grid = Grid(l=(181, 189, 8), b=(-24, -21, 3), d=(263.0, 520.0, 10), ghost_cells=1)
+    stars = fake_stars(Region.from_grid(grid), 60)
+    asked = []
+
+    def fetched(region, **options):
+        asked.append(options["distance_from"])
+        return stars
+
+    monkeypatch.setattr(gaia, "fetch_gaia_table", fetched)
+    catalog = catalog_for_grid(grid, distance_from="parallax", parallax_length_scale=400.0, inflate=False)
+    assert asked == ["parallax"]
+    assert catalog.parallax_length_scale == 400.0
+    plx, err = np.asarray(stars["parallax"], float), np.asarray(stars["parallax_error"], float)
+    np.testing.assert_allclose(
+        catalog.distance, parallax_distance_percentiles(plx, err, (50,), length_scale=400.0)[:, 0]
+    )
+    # a bad prior is refused before anything is fetched, naming the option; and a run file may set it
+    with pytest.raises(CatalogError, match=r"parallax_length_scale: expected a finite value > 0 pc, got 0.0"):
+        catalog_for_grid(grid, distance_from="parallax", parallax_length_scale=0.0)
+    assert asked == ["parallax"]
+    assert gaia_catalog_keys()["parallax_length_scale"] is float

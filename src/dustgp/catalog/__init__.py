@@ -12,6 +12,7 @@ The modules, from the strict core outwards:
 - :mod:`~dustgp.catalog.rows`: every input row checked, bad ones raised or dropped.
 - :mod:`~dustgp.catalog.readers`: :meth:`Catalog.read`, :meth:`Catalog.from_table`, :meth:`Catalog.from_arrays`.
 - :mod:`~dustgp.catalog.gradient`: the extinction gradient dA/dd that folds distance errors into sigma_A.
+- :mod:`~dustgp.catalog.arrays`: the record's arrays checked on the way in (read-only copies, cached node tables).
 - :mod:`~dustgp.catalog.record`: the :class:`Catalog` record itself; :mod:`~dustgp.catalog.output` writes it out.
 - :mod:`~dustgp.catalog.distances`: distance posteriors as equal-mass quadrature nodes (log-normal, parallax), and
   the percentiles of a parallax's posterior.
@@ -33,7 +34,14 @@ from .checks import (
     CatalogError,
 )
 from .columns import ColumnMap
-from .distances import PARALLAX_LENGTH_SCALE, lognormal_nodes, parallax_distance_percentiles, parallax_nodes
+from .distances import (
+    DISTANCE_NODES,
+    PARALLAX_LENGTH_SCALE,
+    lognormal_nodes,
+    parallax_distance_percentiles,
+    parallax_nodes,
+    parallax_percentiles_and_nodes,
+)
 from .gaia import catalog_for_grid, fetch_gaia, gaia_catalog, read_gaia_table, write_gaia_table
 from .gaia_archive import GAIA_TAP_URL, GaiaError, TapJob, TapService, default_service, fetch_gaia_table
 from .gaia_cache import ChunkCache
@@ -60,6 +68,7 @@ __all__ = [
     "CATALOG_COLUMNS",
     "COLUMNS",
     "COLUMN_UNITS",
+    "DISTANCE_NODES",
     "GAIA_TABLE",
     "GAIA_TAP_URL",
     "GRADIENT_BLOCK_ELEMENTS",
@@ -94,6 +103,7 @@ __all__ = [
     "lognormal_nodes",
     "parallax_distance_percentiles",
     "parallax_nodes",
+    "parallax_percentiles_and_nodes",
     "read_gaia_table",
     "sky_chunks",
     "write_gaia_table",

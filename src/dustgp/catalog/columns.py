@@ -18,7 +18,7 @@ from astropy.table import Table
 from .checks import CatalogError, quoted
 from .units import UNITS, Col, column
 
-__all__ = ["ColumnMap", "ColumnSpec"]
+__all__ = ["ColumnMap", "ColumnSpec", "check_distance_sources"]
 
 #: A column name, or a ``(p16, p84)`` pair of percentile column names.
 ErrorColumns = str | tuple[str, str]
@@ -62,10 +62,11 @@ class ColumnMap:
     parallax_err: str | None = None
 
     def __post_init__(self) -> None:
-        if self.parallax_err is not None and self.parallax is None:
-            raise CatalogError("parallax_err given without parallax")
-        if self.parallax is not None and self.distance_err is not None:
-            raise CatalogError("give either distance_err or parallax/parallax_err, not both")
+        check_distance_sources(
+            distance_err=self.distance_err is not None,
+            parallax=self.parallax is not None,
+            parallax_err=self.parallax_err is not None,
+        )
 
     def names(self) -> list[str]:
         """The columns a table must have, in the order messages list them."""
@@ -107,3 +108,18 @@ class ColumnMap:
             else:
                 out[quantity] = column(table[spec], spec, quantity, length_unit)
         return out
+
+
+def check_distance_sources(*, distance_err: bool, parallax: bool, parallax_err: bool) -> None:
+    """Check that the distance information given (columns or arrays) combines: a parallax error needs a parallax,
+    and a parallax's posterior replaces a distance uncertainty.
+
+    Raises
+    ------
+    CatalogError
+        ``parallax_err`` without ``parallax``, or ``parallax`` together with ``distance_err``.
+    """
+    if parallax_err and not parallax:
+        raise CatalogError("parallax_err given without parallax")
+    if parallax and distance_err:
+        raise CatalogError("give either distance_err or parallax/parallax_err, not both")

@@ -19,8 +19,18 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
-__all__ = ["PARALLAX_LENGTH_SCALE", "lognormal_nodes", "parallax_distance_percentiles", "parallax_nodes"]
+__all__ = [
+    "DISTANCE_NODES",
+    "PARALLAX_LENGTH_SCALE",
+    "lognormal_nodes",
+    "parallax_distance_percentiles",
+    "parallax_nodes",
+    "parallax_percentiles_and_nodes",
+]
 
+#: Nodes per star of a fit's distance quadrature by default (``FitConfig.distance_nodes``): a catalogue read from
+#: parallaxes tabulates these along with its distances (:func:`parallax_percentiles_and_nodes`), once.
+DISTANCE_NODES = 8
 #: L, the length scale of the exponentially decreasing space density prior, pc: the value Astraatmadja &
 #: Bailer-Jones (2016) use for the whole sky.
 PARALLAX_LENGTH_SCALE = 1350.0
@@ -144,6 +154,57 @@ def parallax_nodes(
     """
     nodes = _quantiles(parallax, parallax_err, (np.arange(k) + 0.5) / k, length_scale, n_table, chunk)
     return nodes, np.full_like(nodes, -math.log(k))
+
+
+def parallax_percentiles_and_nodes(
+    parallax: np.ndarray,
+    parallax_err: np.ndarray,
+    q: Sequence[float],
+    k: int,
+    *,
+    length_scale: float = PARALLAX_LENGTH_SCALE,
+    n_table: int = 512,
+    chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parallax_distance_percentiles` and the nodes of :func:`parallax_nodes` from one table per star.
+
+    Each quantile is read off the table on its own, so both equal what the two functions give apart, to the bit;
+    the posterior, the costly part, is tabulated once instead of twice.
+
+    Parameters
+    ----------
+    parallax, parallax_err : numpy.ndarray, shape (n,)
+        mas; finite, ``parallax_err`` > 0.
+    q : sequence of float
+        Percentiles, in (0, 100).
+    k : int
+        Nodes per star, >= 1.
+    length_scale : float
+        L, pc.
+    n_table, chunk : int
+        As in :func:`parallax_distance_percentiles`.
+
+    Returns
+    -------
+    percentiles : numpy.ndarray, shape (n, len(q))
+        pc.
+    nodes : numpy.ndarray, shape (n, k)
+        pc, ascending along each row (their log weights are all ``ln(1/k)``).
+
+    Raises
+    ------
+    ValueError
+        As :func:`parallax_distance_percentiles`, or k < 1.
+    """
+    levels = np.asarray(q, float).ravel() / 100.0
+    if not np.all((levels > 0) & (levels < 1)):
+        raise ValueError(f"q: expected percentiles in (0, 100), got {list(np.asarray(q, float).ravel())}")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    both = _quantiles(
+        parallax, parallax_err, np.concatenate([levels, (np.arange(k) + 0.5) / k]), length_scale, n_table, chunk
+    )
+    return both[:, : levels.size], both[:, levels.size :]
 
 
 def _quantiles(

@@ -27,10 +27,11 @@ from astropy.table import Table
 
 from .._atomic import atomic_path
 from ..grid import Grid
+from .distances import PARALLAX_LENGTH_SCALE
 from .gaia_archive import TapService, fetch_gaia_table, provenance
 from .gaia_query import CATALOG_COLUMNS, COLUMNS, DistanceFrom, GaiaCuts, Region
 from .record import Catalog
-from .rows import OnBad
+from .rows import OnBad, check_options
 
 __all__ = ["catalog_for_grid", "fetch_gaia", "gaia_catalog", "read_gaia_table", "write_gaia_table"]
 
@@ -44,22 +45,24 @@ def gaia_catalog(
     on_bad: OnBad = "drop",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
 ) -> Catalog:
     """A :class:`~dustgp.catalog.Catalog` from a table of Gaia stars (fetched, or read with :func:`read_gaia_table`).
 
     Extinction is GSP-Phot's A0 with :math:`\\sigma_A = (p_{84} - p_{16}) / 2`; the distance is GSP-Phot's
     with :math:`\\sigma_d` from its percentiles the same way (or, with ``distance_from = "parallax"``, the
-    median and half the 16-84% width of the parallax's distance posterior under the default prior of
-    :meth:`~dustgp.catalog.Catalog.from_table`, whose nodes the fit then averages over), folded into
-    :math:`\\sigma_A` by :meth:`~dustgp.catalog.Catalog.inflate_for_distance` when ``inflate``. Rows the
-    catalogue cannot use (e.g. GSP-Phot percentiles with :math:`p_{84} = p_{16}`) are dropped by default, with a
-    warning that counts them.
+    median and half the 16-84% width of the parallax's distance posterior under the prior of
+    :meth:`~dustgp.catalog.Catalog.from_table` with L = ``parallax_length_scale`` (pc, default 1350), whose nodes
+    the fit then averages over), folded into :math:`\\sigma_A` by
+    :meth:`~dustgp.catalog.Catalog.inflate_for_distance` when ``inflate``. Rows the catalogue cannot use (e.g.
+    GSP-Phot percentiles with :math:`p_{84} = p_{16}`) are dropped by default, with a warning that counts them.
     """
     if distance_from not in CATALOG_COLUMNS:
         raise ValueError(f"distance_from: expected one of {sorted(CATALOG_COLUMNS)}, got {distance_from!r}")
     return Catalog.from_table(
         table,
         **CATALOG_COLUMNS[distance_from],
+        parallax_length_scale=parallax_length_scale,
         on_bad=on_bad,
         extinction_err_floor=extinction_err_floor,
         inflate=inflate,
@@ -72,15 +75,20 @@ def fetch_gaia(
     on_bad: OnBad = "drop",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
     **fetch_options: Any,
 ) -> Catalog:
     """:func:`fetch_gaia_table` then :func:`gaia_catalog`: the Gaia DR3 stars of a region as a catalogue.
+
+    ``on_bad``, ``extinction_err_floor``, ``inflate`` and ``parallax_length_scale`` (pc) are checked before the
+    fetch and go to :func:`gaia_catalog`; ``fetch_options`` to :func:`fetch_gaia_table`.
 
     Examples
     --------
     >>> grid = Grid(l=(180, 225, 45), b=(-35, 0, 35), d=(300, 550, 25), ghost_cells=3)  # doctest: +SKIP
     >>> stars = fetch_gaia(grid, cache="gaia-cache")  # doctest: +SKIP
     """
+    check_options(on_bad, extinction_err_floor, parallax_length_scale)
     table = fetch_gaia_table(region, **fetch_options)
     return gaia_catalog(
         table,
@@ -88,6 +96,7 @@ def fetch_gaia(
         on_bad=on_bad,
         extinction_err_floor=extinction_err_floor,
         inflate=inflate,
+        parallax_length_scale=parallax_length_scale,
     )
 
 
@@ -122,6 +131,7 @@ def catalog_for_grid(
     on_bad: OnBad = "drop",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
     progress: bool = True,
     service: TapService | None = None,
 ) -> Catalog:
@@ -143,14 +153,22 @@ def catalog_for_grid(
         As in :func:`fetch_gaia_table`.
     on_bad, extinction_err_floor, inflate
         As in :func:`gaia_catalog`.
+    parallax_length_scale : float, optional
+        L of the space density prior of the parallaxes' distance posteriors, pc (default
+        :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE`, 1350 pc), with ``distance_from = "parallax"``; a run file's
+        ``[catalog] parallax_length_scale``.
 
     Raises
     ------
+    CatalogError
+        ``on_bad``, ``extinction_err_floor`` or ``parallax_length_scale`` out of range, before any fetch (the
+        message names the option and what was expected), or see :func:`gaia_catalog`.
     ValueError
         ``path`` holds stars fetched for another region, other cuts or another distance selection.
     GaiaError
         See :func:`fetch_gaia_table`.
     """
+    check_options(on_bad, extinction_err_floor, parallax_length_scale)  # now, not after a fetch
     region = Region.from_grid(grid, padding_deg=padding_deg, padding_fraction=padding_fraction)
     gaia_cuts = GaiaCuts.from_dict(cuts)
     table = None
@@ -180,7 +198,12 @@ def catalog_for_grid(
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             write_gaia_table(table, path)
     return gaia_catalog(
-        table, distance_from=distance_from, on_bad=on_bad, extinction_err_floor=extinction_err_floor, inflate=inflate
+        table,
+        distance_from=distance_from,
+        on_bad=on_bad,
+        extinction_err_floor=extinction_err_floor,
+        inflate=inflate,
+        parallax_length_scale=parallax_length_scale,
     )
 
 

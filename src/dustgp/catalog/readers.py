@@ -22,7 +22,7 @@ import astropy.units as u
 from astropy.table import Table
 
 from .checks import CatalogError
-from .columns import ColumnMap
+from .columns import ColumnMap, check_distance_sources
 from .distances import PARALLAX_LENGTH_SCALE
 from .rows import OnBad, assemble, check_options
 from .units import column, stated_unit
@@ -195,28 +195,39 @@ def from_arrays(
     cls: type[CatalogT],
     l: Any,
     b: Any,
-    distance: Any,
+    distance: Any | None,
     extinction: Any,
     extinction_err: Any,
     *,
     distance_err: Any | None = None,
+    parallax: Any | None = None,
+    parallax_err: Any | None = None,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
     distance_unit: str | u.UnitBase | None = None,
     on_bad: OnBad = "raise",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
 ) -> CatalogT:
-    """Build a catalogue from arrays or :class:`~astropy.units.Quantity` objects.
+    r"""Build a catalogue from arrays or :class:`~astropy.units.Quantity` objects.
 
     Parameters
     ----------
     l, b : array_like or Quantity, shape (n,)
         Galactic longitude and latitude; any angle unit, bare numbers are deg.
-    distance : array_like or Quantity, shape (n,)
-        Distance; any length unit, bare numbers are in ``distance_unit`` (default pc).
+    distance : array_like or Quantity, shape (n,), or None
+        Distance; any length unit, bare numbers are in ``distance_unit`` (default pc). None when ``parallax`` is
+        given (the distance is then that of the parallax, see :meth:`from_table`).
     extinction, extinction_err : array_like or Quantity, shape (n,)
         Observed extinction and its 1-sigma uncertainty; mag, bare numbers are mag.
     distance_err : array_like or Quantity, shape (n,), optional
         Distance uncertainty; any length unit, bare numbers are in ``distance_unit`` (default pc).
+    parallax, parallax_err : array_like or Quantity, shape (n,), optional
+        Parallax and its 1-sigma uncertainty, used instead of ``distance`` and ``distance_err``; any angle unit,
+        bare numbers are mas. With both, each star's distance posterior is
+        :math:`p(d \mid \varpi) \propto d^2 e^{-d/L}\, \mathcal N(\varpi; 1000/d, \sigma_\varpi^2)`, as in
+        :meth:`from_table`: any sign of parallax is valid; a parallax alone gives :math:`d = 1000 / \varpi` pc.
+    parallax_length_scale : float, optional
+        L of the prior, pc (default :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE`, 1350 pc).
     distance_unit, on_bad, extinction_err_floor, inflate
         As in :meth:`from_table`; row numbers are positions in the arrays, and messages name the
         arguments.
@@ -228,25 +239,34 @@ def from_arrays(
     Raises
     ------
     CatalogError
-        Arrays that are not 1-D or not of one length, units that do not convert, bad rows (see
-        :meth:`from_table`).
+        Arrays that are not 1-D or not of one length, units that do not convert, both or neither of ``distance``
+        and ``parallax``, ``parallax_err`` without ``parallax``, ``parallax`` with ``distance_err``, a
+        ``parallax_length_scale`` that is not finite and > 0 pc, bad rows (see :meth:`from_table`).
     """
-    check_options(on_bad, extinction_err_floor)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale)
+    check_distance_sources(
+        distance_err=distance_err is not None, parallax=parallax is not None, parallax_err=parallax_err is not None
+    )
+    if (distance is None) == (parallax is None):
+        raise CatalogError(
+            "distance, parallax: expected one of them (a parallax's distance is the median of its posterior), "
+            f"got {'both' if parallax is not None else 'neither'}"
+        )
     length = stated_unit(distance_unit, "distance_unit", u.pc, "length")
     given = {"l": l, "b": b, "distance": distance, "extinction": extinction, "extinction_err": extinction_err}
-    if distance_err is not None:
-        given["distance_err"] = distance_err
-    cols = {name: column(values, name, name, length, one_d=True) for name, values in given.items()}
+    given |= {"distance_err": distance_err, "parallax": parallax, "parallax_err": parallax_err}
+    cols = {
+        name: column(values, name, name, length, one_d=True) for name, values in given.items() if values is not None
+    }
     sizes = {name: c.values.size for name, c in cols.items()}
     if len(set(sizes.values())) > 1:
         raise CatalogError(f"expected arrays of one length, got sizes {sizes}")
     fields = assemble(
-        n_rows=sizes["distance"],
-        **{"distance_err": None, **cols},
-        parallax=None,
-        parallax_err=None,
+        n_rows=sizes["l"],
+        **{name: cols.get(name) for name in given},
         on_bad=on_bad,
         extinction_err_floor=extinction_err_floor,
+        parallax_length_scale=parallax_length_scale,
     )
     return _build(cls, fields, inflate)
 

@@ -23,6 +23,9 @@ See :meth:`Catalog.inflate_for_distance`.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import astropy.units as u
@@ -30,6 +33,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 
 from . import output, readers
+from .arrays import node_table, readonly
 from .checks import (
     CatalogError,
     Problem,
@@ -45,21 +49,6 @@ from .gradient import GradientSpec, estimate_extinction_gradient, given_gradient
 __all__ = ["Catalog"]
 
 logger = logging.getLogger(__name__)
-
-
-def _readonly(values: Any, name: str, n: int | None, dtype: type = np.float64) -> np.ndarray:
-    if getattr(values, "unit", None) is not None:
-        raise CatalogError(
-            f"{name}: Catalog() takes bare arrays in internal units (deg, pc, mag); "
-            "use Catalog.from_arrays for values with units"
-        )
-    arr = np.array(values, dtype=dtype, copy=True)
-    if arr.ndim != 1:
-        raise CatalogError(f"{name}: expected a 1-D array, got ndim={arr.ndim}")
-    if n is not None and arr.size != n:
-        raise CatalogError(f"{name}: expected {n} values (one per star), got {arr.size}")
-    arr.flags.writeable = False
-    return arr
 
 
 class Catalog:
@@ -90,6 +79,12 @@ class Catalog:
     parallax_length_scale : float, optional
         L of the exponentially decreasing space density prior of those posteriors, pc (default
         :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE`, 1350 pc).
+    distance_node_cache : mapping of int to array_like of shape (n, k), optional
+        Nodes of those posteriors already tabulated, pc, by the number k of nodes per star: what
+        :func:`~dustgp.catalog.parallax_nodes` gives for these parallaxes and this length scale. Only with
+        parallaxes. :meth:`distance_nodes` returns them rather than tabulate the posteriors again; they are
+        checked for shape and finite positive values, not recomputed. The friendly constructors fill it for
+        :data:`~dustgp.catalog.DISTANCE_NODES` nodes, and :meth:`select` and :meth:`inflate_for_distance` carry it.
     inflation : array_like, shape (n,), optional
         Term added in quadrature to ``extinction_err``, mag, >= 0; default zeros.
     row_index : array_like of int, shape (n,), optional
@@ -105,6 +100,8 @@ class Catalog:
         As above, read-only numpy arrays, or None.
     parallax_length_scale : float
         As above, pc.
+    distance_node_cache : mapping of int to numpy.ndarray
+        The parallax posteriors' nodes tabulated so far, by k (read-only; empty without parallaxes).
     extinction_err : numpy.ndarray, shape (n,)
         The uncertainty to use in the likelihood, mag:
         :math:`\sqrt{\sigma_{A,\mathrm{obs}}^2 + \mathrm{inflation}^2}`.
@@ -126,6 +123,7 @@ class Catalog:
         "_extinction_err_observed",
         "_inflation",
         "_l",
+        "_node_cache",
         "_parallax",
         "_parallax_err",
         "_parallax_length_scale",
@@ -144,29 +142,33 @@ class Catalog:
         parallax: Any | None = None,
         parallax_err: Any | None = None,
         parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
+        distance_node_cache: Mapping[int, Any] | None = None,
         inflation: Any | None = None,
         row_index: Any | None = None,
         dropped_rows: Any | None = None,
     ) -> None:
-        d = _readonly(distance, "distance", None)
+        d = readonly(distance, "distance", None)
         n = d.size
-        l_arr = np.mod(np.asarray(_readonly(l, "l", n)), 360.0)
+        l_arr = np.mod(np.asarray(readonly(l, "l", n)), 360.0)
         l_arr[l_arr >= 360.0] = 0.0  # np.mod(-1e-17, 360) == 360.0
         l_arr.flags.writeable = False
-        b_arr = _readonly(b, "b", n)
-        a = _readonly(extinction, "extinction", n)
-        sigma = _readonly(extinction_err, "extinction_err", n)
-        sigma_d = None if distance_err is None else _readonly(distance_err, "distance_err", n)
+        b_arr = readonly(b, "b", n)
+        a = readonly(extinction, "extinction", n)
+        sigma = readonly(extinction_err, "extinction_err", n)
+        sigma_d = None if distance_err is None else readonly(distance_err, "distance_err", n)
         if (parallax is None) != (parallax_err is None):
             raise CatalogError("parallax and parallax_err: give both or neither")
-        plx = None if parallax is None else _readonly(parallax, "parallax", n)
-        plx_err = None if parallax_err is None else _readonly(parallax_err, "parallax_err", n)
+        plx = None if parallax is None else readonly(parallax, "parallax", n)
+        plx_err = None if parallax_err is None else readonly(parallax_err, "parallax_err", n)
         length = float(parallax_length_scale)
         if not (np.isfinite(length) and length > 0):
             raise CatalogError(f"parallax_length_scale: expected a finite value > 0 pc, got {parallax_length_scale!r}")
-        infl = _readonly(np.zeros(n) if inflation is None else inflation, "inflation", n)
-        rows = _readonly(np.arange(n) if row_index is None else row_index, "row_index", n, dtype=np.int64)
-        dropped = _readonly(
+        if distance_node_cache and plx is None:
+            raise CatalogError("distance_node_cache: nodes of parallax posteriors given without parallaxes")
+        cache = {int(k): node_table(k, nodes, n) for k, nodes in (distance_node_cache or {}).items()}
+        infl = readonly(np.zeros(n) if inflation is None else inflation, "inflation", n)
+        rows = readonly(np.arange(n) if row_index is None else row_index, "row_index", n, dtype=np.int64)
+        dropped = readonly(
             np.zeros(0, dtype=np.int64) if dropped_rows is None else dropped_rows,
             "dropped_rows",
             None,
@@ -200,6 +202,7 @@ class Catalog:
         self._extinction_err_observed, self._extinction_err = sigma, total
         self._distance_err, self._inflation = sigma_d, infl
         self._parallax, self._parallax_err, self._parallax_length_scale = plx, plx_err, length
+        self._node_cache = cache
         self._row_index, self._dropped_rows = rows, dropped
 
     # ---- attributes --------------------------------------------------------------------------------------
@@ -237,6 +240,12 @@ class Catalog:
     def parallax_length_scale(self) -> float:
         """L of the space density prior ``d² exp(-d/L)`` of the parallax posteriors, pc."""
         return self._parallax_length_scale
+
+    @property
+    def distance_node_cache(self) -> Mapping[int, np.ndarray]:
+        """Nodes of the parallax posteriors tabulated so far (pc, read-only, shape (n, k)), by k; empty without
+        parallaxes. See :meth:`distance_nodes`."""
+        return MappingProxyType(self._node_cache)
 
     @property
     def extinction(self) -> np.ndarray:
@@ -287,7 +296,9 @@ class Catalog:
 
         From the parallaxes when the catalogue has them (:func:`~dustgp.catalog.parallax_nodes`, with
         :attr:`parallax_length_scale`), else the log-normal posterior of :attr:`distance` and
-        :attr:`distance_err` (:func:`~dustgp.catalog.lognormal_nodes`).
+        :attr:`distance_err` (:func:`~dustgp.catalog.lognormal_nodes`). Tabulating parallax posteriors costs about
+        a minute per 10⁶ stars, so their nodes are kept per k (:attr:`distance_node_cache`): the catalogue's
+        subsets and inflated copies share them, and a fit, its coarse stage and its tiles tabulate none again.
 
         Parameters
         ----------
@@ -297,7 +308,7 @@ class Catalog:
         Returns
         -------
         nodes : numpy.ndarray, shape (n, k)
-            pc, ascending along each row.
+            pc, ascending along each row; read-only from parallaxes (the cached table).
         log_weights : numpy.ndarray, shape (n, k)
             ``ln(1/k)``.
 
@@ -307,7 +318,14 @@ class Catalog:
             If the catalogue has neither parallaxes nor distance uncertainties.
         """
         if self._parallax is not None:
-            return parallax_nodes(self._parallax, self._parallax_err, k, length_scale=self._parallax_length_scale)
+            nodes = self._node_cache.get(int(k))
+            if nodes is None:  # tabulated once per k, then shared (the record is read-only, the cache only grows)
+                nodes, _ = parallax_nodes(
+                    self._parallax, self._parallax_err, k, length_scale=self._parallax_length_scale
+                )
+                nodes.flags.writeable = False
+                self._node_cache[int(k)] = nodes
+            return nodes, np.full(nodes.shape, -math.log(k))
         if self._distance_err is None:
             raise CatalogError("no distance posterior: the catalogue has neither parallaxes nor distance_err")
         return lognormal_nodes(self._distance, self._distance_err, k)
@@ -461,7 +479,13 @@ class Catalog:
             "row_index": self._row_index,
         }
         fields = {name: per_star(values) for name, values in arrays.items()} | changes
-        return Catalog(**fields, parallax_length_scale=self._parallax_length_scale, dropped_rows=self._dropped_rows)
+        cache = {k: per_star(nodes) for k, nodes in self._node_cache.items()}
+        return Catalog(
+            **fields,
+            parallax_length_scale=self._parallax_length_scale,
+            distance_node_cache=cache,
+            dropped_rows=self._dropped_rows,
+        )
 
     # ---- output ------------------------------------------------------------------------------------------
     # Defined in output.py (the catalogue written out) and bound here as methods, as the readers are.

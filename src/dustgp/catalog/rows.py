@@ -2,7 +2,8 @@
 
 :func:`assemble` takes the columns in internal units (:mod:`dustgp.catalog.units`), turns parallaxes and
 percentile pairs into distances and 1-sigma uncertainties (a parallax with an error into the median and half the
-16-84% width of its posterior, :func:`~dustgp.catalog.parallax_distance_percentiles`), applies the
+16-84% width of its posterior, whose nodes for the fit come from the same table,
+:func:`~dustgp.catalog.parallax_percentiles_and_nodes`), applies the
 extinction-uncertainty floor, checks every row (:mod:`dustgp.catalog.checks`), and either raises one
 :class:`~dustgp.catalog.CatalogError` listing the bad rows (``on_bad="raise"``) or drops them with a warning that
 counts them per reason (``on_bad="drop"``). It returns the arrays of the core :class:`~dustgp.catalog.Catalog`
@@ -31,7 +32,7 @@ from .checks import (
     format_rows,
     raise_problems,
 )
-from .distances import PARALLAX_LENGTH_SCALE, parallax_distance_percentiles
+from .distances import DISTANCE_NODES, PARALLAX_LENGTH_SCALE, parallax_percentiles_and_nodes
 from .units import Col, pair_label, warn_if_kpc
 
 __all__ = ["OnBad", "assemble", "check_options"]
@@ -112,15 +113,17 @@ def assemble(
     """Check the rows, raise or drop the bad ones, and return the arguments of the core constructor.
 
     A parallax with an error gives the median (``distance``) and half the 16-84% width (``distance_err``) of the
-    posterior under the prior ``d² exp(-d / L)``, L = ``parallax_length_scale`` (pc), for any sign of the parallax;
-    a parallax alone gives ``distance = 1000 / parallax`` (parallax > 0) and no uncertainty.
+    posterior under the prior ``d² exp(-d / L)``, L = ``parallax_length_scale`` (pc), for any sign of the parallax,
+    and from the same table its :data:`~dustgp.catalog.DISTANCE_NODES` nodes, which a fit averages over; a parallax
+    alone gives ``distance = 1000 / parallax`` (parallax > 0) and no uncertainty.
 
     Returns
     -------
     dict
         ``l``, ``b`` (deg), ``distance`` (pc), ``extinction``, ``extinction_err`` (mag), ``distance_err`` (pc, or
         None), ``parallax``, ``parallax_err`` (mas, or None: given only with an error), ``parallax_length_scale``
-        (pc), ``row_index`` and ``dropped_rows``: ``Catalog(**fields)`` builds the catalogue.
+        (pc), ``distance_node_cache`` (the nodes, pc, by k; empty without parallax errors), ``row_index`` and
+        ``dropped_rows``: ``Catalog(**fields)`` builds the catalogue.
 
     Raises
     ------
@@ -141,8 +144,9 @@ def assemble(
         check(problems, b.label, "|b| <= 90 deg", "|b| > 90", np.abs(b.values) > 90.0)
 
         sigma_d: np.ndarray | None = None
+        nodes: np.ndarray | None = None
         if parallax is not None and parallax_err is not None:
-            d, sigma_d = _parallax_posterior(problems, parallax, parallax_err, parallax_length_scale)
+            d, sigma_d, nodes = _parallax_posterior(problems, parallax, parallax_err, parallax_length_scale)
         elif parallax is not None:
             plx = parallax.values
             check(
@@ -214,6 +218,7 @@ def assemble(
         "parallax": None if parallax_err is None or parallax is None else parallax.values[keep],
         "parallax_err": None if parallax_err is None else parallax_err.values[keep],
         "parallax_length_scale": parallax_length_scale,
+        "distance_node_cache": {} if nodes is None else {DISTANCE_NODES: nodes[keep]},
         "row_index": np.flatnonzero(keep),
         "dropped_rows": np.flatnonzero(bad),
     }
@@ -221,8 +226,9 @@ def assemble(
 
 def _parallax_posterior(
     problems: list[Problem], parallax: Col, parallax_err: Col, length_scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Median and half the 16-84% width (pc) of each row's parallax posterior; NaN in rows recorded as bad."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and half the 16-84% width (pc) of each row's parallax posterior, and its
+    :data:`~dustgp.catalog.DISTANCE_NODES` nodes (pc, (n, k)), from one table; NaN in rows recorded as bad."""
     plx, err = parallax.values, parallax_err.values
     check(problems, parallax_err.label, "parallax uncertainty > 0 mas", "uncertainty <= 0", err <= 0)
     large = np.isfinite(plx) & (np.abs(plx) > MAX_ABS_PARALLAX)
@@ -235,9 +241,11 @@ def _parallax_posterior(
     )
     usable = np.isfinite(plx) & np.isfinite(err) & (err > 0) & ~large
     p16, p50, p84 = np.full((3, plx.size), np.nan)
+    nodes = np.full((plx.size, DISTANCE_NODES), np.nan)
     if usable.any():
-        p16[usable], p50[usable], p84[usable] = parallax_distance_percentiles(
-            plx[usable], err[usable], length_scale=length_scale
-        ).T
+        percentiles, nodes[usable] = parallax_percentiles_and_nodes(
+            plx[usable], err[usable], (16.0, 50.0, 84.0), DISTANCE_NODES, length_scale=length_scale
+        )
+        p16[usable], p50[usable], p84[usable] = percentiles.T
     check_distance_plausible(problems, parallax.label, p50)
-    return p50, 0.5 * (p84 - p16)
+    return p50, 0.5 * (p84 - p16), nodes

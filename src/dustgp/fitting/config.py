@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..catalog import DISTANCE_NODES
 from ..likelihood import DISTANCE_TREATMENTS, NOISE_MODELS
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "METHODS", "STOP_RULES", "FitConfig", "FitError"]
@@ -104,7 +105,8 @@ class FitConfig:
         (``"inflate"``); or ignored (``"none"``). ``"auto"``: quadrature when the catalogue has distance
         uncertainties, otherwise none.
     distance_nodes : int
-        Quadrature nodes K per star.
+        Quadrature nodes K per star (default :data:`~dustgp.catalog.DISTANCE_NODES`, 8: a catalogue read from
+        parallaxes has their nodes already, tabulated with its distances).
     error_floor : float
         Added in quadrature to every extinction uncertainty, mag: ``sqrt(sigma² + floor²)``. No photometric
         extinction is known to better than ~0.01 mag (calibration and extinction-law systematics), and a star
@@ -163,7 +165,7 @@ class FitConfig:
     scatter: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0])
     learn_scatter: bool = False
     distance_uncertainty: str = "auto"
-    distance_nodes: int = 8
+    distance_nodes: int = DISTANCE_NODES
     error_floor: float = 0.01
     dtype: str = "float32"
     device: str = "cpu"

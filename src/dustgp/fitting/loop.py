@@ -159,13 +159,16 @@ def fit(
             logger.warning("%s: this fit computes in float64 (dtype='float64')", too_fine)
             config = dataclasses.replace(config, dtype="float64")
             dtype = torch.float64
-    fingerprint = data_fingerprint(catalog.select(used), grid)
+    # the stars used, selected once: the distance nodes the likelihood tabulates (parallax posteriors, when the
+    # catalogue has not got them for this k already) stay with them for the coarse stage
+    on_grid = catalog.select(used)
+    fingerprint = data_fingerprint(on_grid, grid)
     if previous and previous.get("data_fingerprint", fingerprint) != fingerprint:
         raise FitError(
             f"checkpoint {resume} was fitted to other stars or another grid (its data fingerprint differs): "
             "resume with the catalogue and grid it was made with, or start a new fit"
         )
-    likelihood = star_likelihood(catalog.select(used), sightlines, config, dtype=dtype, device=device)
+    likelihood = star_likelihood(on_grid, sightlines, config, dtype=dtype, device=device)
     if previous and "likelihood" in previous:
         likelihood.outlier_fraction = float(previous["likelihood"]["outlier_fraction"])
         likelihood.scatter = tuple(float(v) for v in previous["likelihood"].get("scatter", likelihood.scatter))
@@ -174,10 +177,7 @@ def fit(
 
     if previous and Grid.from_dict(previous["grid"]) != grid:
         raise FitError(f"checkpoint {resume} was made on another grid: {Grid.from_dict(previous['grid'])!r}")
-    if previous:
-        gp = model_from_state(previous["model"], config)
-    else:
-        gp = _initial_model(catalog.select(used), grid, config, dtype)
+    gp = model_from_state(previous["model"], config) if previous else _initial_model(on_grid, grid, config, dtype)
     gp = gp.to(device)
     result = Fit(gp, grid, config, np.empty(0), np.empty((0, 2)), 0, "", 0.0, stars)
     result.data_fingerprint = fingerprint
@@ -190,7 +190,7 @@ def fit(
         runner: Runner
         if newton:
             if previous is None and coarse_start_grid(grid, config) is not None:
-                result.seconds = _coarse_start(gp, catalog.select(used), grid, config, likelihood, progress=progress)
+                result.seconds = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
                 stats = likelihood.statistics()  # with what the coarse stage learned of the noise model
             runner = NewtonRunner(gp, cells, stats, grid, config, likelihood)
             if previous:
@@ -198,7 +198,7 @@ def fit(
         else:
             runner = SviRunner(gp, cells, stats, grid, config, previous, likelihood)
         result = _train(runner, result, previous, checkpoint=checkpoint, progress=progress)
-        result.star_checks = star_checks(catalog.select(used), likelihood, runner.predictive())
+        result.star_checks = star_checks(on_grid, likelihood, runner.predictive())
     stopped_by = result.stopped_by
     if not result.converged and stopped_by not in INTERRUPTED and config.stop != "none":
         logger.warning(
@@ -333,7 +333,8 @@ def _coarse_start(
 
     The hyperparameters, inducing locations and q(v) it ends with are the training grid's starting point (q(v) is
     defined on the inducing points, not on the grid), and ``likelihood`` takes its learned noise parameters. The
-    steps of this stage are not among the fit's losses (another objective) and are not checkpointed.
+    steps of this stage are not among the fit's losses (another objective) and are not checkpointed. ``catalog``
+    holds the stars of the training grid's likelihood: its selection keeps their distance nodes (no new table).
     """
     started = time.perf_counter()
     coarse = coarse_start_grid(grid, config)

@@ -163,22 +163,24 @@ class _TileWork:
 
 
 def _tile_stars(tile: Tile, catalog: Catalog, foreground: _Foreground | None, l_centre: float) -> TileStars:
-    """The stars inside ``tile``'s training grid; a far tile's with the nearer layer's foreground subtracted from
-    their extinction and its spread added to their sigma (see the notes of :mod:`dustgp.tiles`)."""
-    l_all, b_all, d_all = catalog.l, catalog.b, catalog.distance
-    mask = tile.contains(l_all, b_all, d_all)
+    """The stars inside ``tile``'s training grid, with their distance uncertainties, parallaxes (and nodes) and
+    inflation; a far tile's with the nearer layer's foreground subtracted from their extinction and its spread
+    added to their observed sigma (see the notes of :mod:`dustgp.tiles`)."""
+    mask = tile.contains(catalog.l, catalog.b, catalog.distance)
     if not mask.any():
         raise TileError(f"{tile.name} holds no star of the catalogue ({len(catalog)} stars)")
-    extinction = catalog.extinction[mask].astype(float)
-    sigma = catalog.extinction_err[mask].astype(float)
-    if tile.layer > 0:
-        if foreground is None:
-            raise TileError(f"{tile.name}: no nearer distance layer to take the foreground from")
-        fg_mean, fg_std = foreground.at(tile.grid.d_min, tile.name)
-        i_b, i_l = foreground.columns(l_all[mask], b_all[mask], l_centre)
-        extinction = extinction - fg_mean[i_b, i_l]
-        sigma = np.hypot(sigma, fg_std[i_b, i_l])
-    return TileStars(l_all[mask], b_all[mask], d_all[mask], extinction, sigma)
+    stars = TileStars.from_catalog(catalog.select(mask))
+    if tile.layer == 0:
+        return stars
+    if foreground is None:
+        raise TileError(f"{tile.name}: no nearer distance layer to take the foreground from")
+    fg_mean, fg_std = foreground.at(tile.grid.d_min, tile.name)
+    i_b, i_l = foreground.columns(stars.l, stars.b, l_centre)
+    return dataclasses.replace(
+        stars,
+        extinction=stars.extinction - fg_mean[i_b, i_l],
+        extinction_err=np.hypot(stars.extinction_err, fg_std[i_b, i_l]),
+    )
 
 
 def _prepare(

@@ -3,7 +3,9 @@
 (:class:`TilePrediction`) out.
 
 Tasks ship plain numpy arrays both ways (star arrays scattered once per tile, grids as dictionaries, results as
-:class:`TilePrediction`); no torch object crosses a process boundary.
+:class:`TilePrediction`); no torch object crosses a process boundary. The stars carry everything of the catalogue
+that the likelihood reads (distance uncertainties, parallaxes and their posteriors' nodes, the inflation of
+sigma_A), so that a tile's fit uses the likelihood a single fit of the same stars would.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import Catalog
+from ..catalog import PARALLAX_LENGTH_SCALE, Catalog
 from ..grid import Grid
 from ..posterior_map import SUMMARIES, PosteriorMap
 
@@ -24,16 +26,85 @@ __all__ = ["TileJob", "TilePrediction", "TileStars", "TileTask", "fit_tile"]
 
 @dataclass(frozen=True)
 class TileStars:
-    """The stars of one tile as plain arrays (deg, deg, pc, mag, mag), foreground already subtracted."""
+    """The stars of one tile as plain arrays, foreground already subtracted: a :class:`~dustgp.catalog.Catalog`'s
+    columns, which :meth:`from_catalog` takes and :meth:`to_catalog` gives back.
+
+    Attributes
+    ----------
+    l, b : numpy.ndarray, shape (n,)
+        deg.
+    distance : numpy.ndarray, shape (n,)
+        pc (from parallaxes: the median of each star's posterior).
+    extinction : numpy.ndarray, shape (n,)
+        mag, a far tile's with the nearer layer's foreground subtracted.
+    extinction_err : numpy.ndarray, shape (n,)
+        mag: the catalogue's observed uncertainty (before its distance inflation), a far tile's with the
+        foreground's spread added in quadrature.
+    distance_err : numpy.ndarray or None
+        pc (from parallaxes: half the 16-84% width of the posterior).
+    parallax, parallax_err : numpy.ndarray or None
+        mas.
+    parallax_length_scale : float
+        L of the parallax posteriors' prior, pc.
+    inflation : numpy.ndarray or None
+        The catalogue's distance term of sigma_A, mag (the ``"inflate"`` treatment adds it in quadrature).
+    row_index : numpy.ndarray or None
+        The input rows of the stars.
+    distance_node_cache : dict of int to numpy.ndarray
+        The parallax posteriors' nodes already tabulated, pc, shape (n, k), by k
+        (:attr:`~dustgp.catalog.Catalog.distance_node_cache`): the task tabulates none again.
+    """
 
     l: np.ndarray
     b: np.ndarray
     distance: np.ndarray
     extinction: np.ndarray
     extinction_err: np.ndarray
+    distance_err: np.ndarray | None = None
+    parallax: np.ndarray | None = None
+    parallax_err: np.ndarray | None = None
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE
+    inflation: np.ndarray | None = None
+    row_index: np.ndarray | None = None
+    distance_node_cache: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.l.size
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> TileStars:
+        """The stars of ``catalog`` (a tile's selection) with all that their likelihood reads, as plain arrays."""
+        return cls(
+            l=np.asarray(catalog.l),
+            b=np.asarray(catalog.b),
+            distance=np.asarray(catalog.distance),
+            extinction=np.asarray(catalog.extinction, dtype=float),
+            extinction_err=np.asarray(catalog.extinction_err_observed, dtype=float),
+            distance_err=catalog.distance_err,
+            parallax=catalog.parallax,
+            parallax_err=catalog.parallax_err,
+            parallax_length_scale=catalog.parallax_length_scale,
+            inflation=catalog.inflation,
+            row_index=catalog.row_index,
+            distance_node_cache=dict(catalog.distance_node_cache),
+        )
+
+    def to_catalog(self) -> Catalog:
+        """The tile's stars as a :class:`~dustgp.catalog.Catalog` (its strict constructor checks them again)."""
+        return Catalog(
+            self.l,
+            self.b,
+            self.distance,
+            self.extinction,
+            self.extinction_err,
+            distance_err=self.distance_err,
+            parallax=self.parallax,
+            parallax_err=self.parallax_err,
+            parallax_length_scale=self.parallax_length_scale,
+            distance_node_cache=self.distance_node_cache,
+            inflation=self.inflation,
+            row_index=self.row_index,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,12 +184,13 @@ def fit_tile(job: TileJob, stars: TileStars) -> TilePrediction:
         torch.set_num_threads(job.torch_threads)
     try:
         started = time.perf_counter()
-        catalog = Catalog(stars.l, stars.b, stars.distance, stars.extinction, stars.extinction_err)
+        catalog = stars.to_catalog()
         piece = Grid.from_dict(job.piece)
         result = fit(catalog, Grid.from_dict(job.grid), **{"progress": False, **job.fit_options})
         dmap = result.predict(piece, **{"progress": False, **job.predict_options})
         info = {
             "stars": dict(result.stars),
+            "distance_uncertainty": getattr(result.likelihood, "distance_treatment", None),
             "iterations": int(result.iterations),
             "stopped_by": result.stopped_by,
             "fit_seconds": float(result.seconds),
