@@ -41,6 +41,7 @@ __all__ = [
     "inducing_cholesky",
     "pack",
     "rewhiten",
+    "transport",
 ]
 
 #: The second-order method computes in float64 (see the module's docstring).
@@ -192,6 +193,7 @@ class NewtonState:
     grad_theta: torch.Tensor | None = None
     grad_m: torch.Tensor | None = None
     precision_target: torch.Tensor | None = None
+    fisher: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
     _grad_cov: torch.Tensor | None = field(default=None, repr=False)  # ∂E/∂Σ per column, for floored_target
 
@@ -217,7 +219,10 @@ class NewtonState:
         if problem.learn_hyperparameters:
             grad_k = torch.bmm(g_cov, y.view_as(k_col)).view(n, m_size).mul_(2.0)
             grad_k.add_(g_mu[:, None] * w[None, :])
-            self.grad_theta = _theta_gradient(problem, self, grad_k, grad_t, grad_w, g_mu, g_cov)
+            _, alpha, gamma, z = problem.unpack(geo.theta)
+            k_zz = rbf_cross_covariance(z, z, gamma, alpha)
+            self.grad_theta = _theta_gradient(problem, self, k_zz, grad_k, grad_t, grad_w, g_mu, g_cov)
+            self.fisher = hyperparameter_fisher(z, gamma, k_zz, c["t"])
         self._cache = {}
         return self
 
@@ -225,6 +230,7 @@ class NewtonState:
 def _theta_gradient(
     problem: NewtonProblem,
     state: NewtonState,
+    k_zz: torch.Tensor,
     grad_k: torch.Tensor,
     grad_t: torch.Tensor,
     grad_w: torch.Tensor,
@@ -256,7 +262,6 @@ def _theta_gradient(
     p_gw = p @ grad_w
     grad_kzz = p @ gt_p - q_gt_p - q_gt_p.T - 0.5 * (torch.outer(p_gw, w) + torch.outer(w, p_gw))
     grad_kzz -= 0.5 * (p - q - torch.outer(w, w))
-    k_zz = rbf_cross_covariance(z, z, gamma, alpha)
     gz_zz, gg_zz, ga_zz = rbf_cross_covariance_vjp(z, z, gamma, alpha, k_zz, grad_kzz)
     gz, gg, ga = rbf_cross_covariance_vjp(problem.cells, z, gamma, alpha, geo.k, grad_k)
     log_scales = geo.theta[1:5].detach().clone().requires_grad_()
@@ -274,14 +279,82 @@ def _theta_gradient(
     return grad
 
 
+def hyperparameter_fisher(z: torch.Tensor, gamma: torch.Tensor, k_zz: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Fisher information of ``(c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z)`` given q's pseudo-data, (5, 5).
+
+    q(u) is the prior times a Gaussian site, ``q(u) ∝ p(u | theta) N(ũ; u, W⁻¹)`` with ``W = S_u⁻¹ - K⁻¹ ⪰ 0``
+    (Λ ⪰ I in whitened terms, which the natural-gradient step keeps). Its pseudo-data ũ have the marginal
+    ``N(c 1, K + W⁻¹)``, whose Fisher information (Rasmussen & Williams 2006, §5.4; the Gauss-Newton curvature of
+    the evidence) is
+
+        ``I_ij = ½ tr(C⁻¹ ∂_i K C⁻¹ ∂_j K)``,   ``I_cc = 1ᵀ C⁻¹ 1``,   ``I_ci = 0``,
+
+    with ``C⁻¹ = (K + W⁻¹)⁻¹ = K⁻¹ - K⁻¹ S_u K⁻¹ = -T``, ``∂K/∂ln alpha = K`` and
+    ``∂K/∂ln gamma_d = K ∘ (z_d - z_dᵀ)² / gamma_d²``. It counts only the directions the data constrain
+    (``I_alpha,alpha = ½ ||I - S||_F²`` in whitened terms), where the curvature at fixed q(u) also counts the prior's:
+    that is why L-BFGS steps at fixed q(u) crawled (docs: Design notes, "Where newton's steps go"). Four M × M
+    products.
+
+    Parameters
+    ----------
+    z : torch.Tensor, shape (M, 3)
+    gamma : torch.Tensor, shape (3,)
+        Inducing locations and scale lengths, internal units.
+    k_zz : torch.Tensor, shape (M, M)
+        K_zz without jitter.
+    t : torch.Tensor, shape (M, M)
+        ``T = L_zz⁻ᵀ (S - I) L_zz⁻¹``.
+    """
+    g = -t
+    products = [g @ k_zz]
+    for d in range(3):
+        products.append(g @ (k_zz * ((z[:, None, d] - z[None, :, d]) / gamma[d]).square_()))
+    info = torch.zeros(5, 5, dtype=t.dtype, device=t.device)
+    for i, a in enumerate(products):
+        for j in range(i, len(products)):
+            info[i + 1, j + 1] = info[j + 1, i + 1] = 0.5 * (a * products[j].T).sum()
+    info[0, 0] = g.sum()
+    return info
+
+
+@torch.no_grad()
+def transport(
+    old: Geometry, new: Geometry, m: torch.Tensor, l_precision: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whitened ``(m, L_Λ)`` at ``new.theta`` of the posterior with the same site as q at ``old.theta``.
+
+    q(u) ∝ p(u | theta) t(u): the Gaussian site t carries what the stars say, the prior the rest. Moving theta
+    with the site held, q follows the new prior where the stars say little and stays where they constrain it
+    (in whitened terms ``Λ_new = I + Rᵀ (Λ - I) R``, ``R = L_old⁻¹ L_new``). Held at fixed q(u) instead, the
+    thousand directions the stars leave to the prior would mismatch the new prior, and their KL would hold every
+    hyperparameter step short. Λ ⪰ I gives Λ_new ⪰ I.
+
+    The mean: with ``b = (Λ - I) L_old⁻¹ (c_old - c_new) 1 + Λ m``, ``m_new = Λ_new⁻¹ Rᵀ b`` (from the site's
+    natural parameters ``L_old⁻ᵀ (Λ - I) L_old⁻¹`` and ``L_old⁻ᵀ [(Λ - I) L_old⁻¹ c_old 1 + Λ m]``).
+    """
+    r = torch.linalg.solve_triangular(old.l_zz, new.l_zz, upper=False)
+    eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
+    precision = l_precision @ l_precision.T
+    site = precision - eye
+    target = eye + r.T @ site @ r
+    l_prec_new, info = torch.linalg.cholesky_ex(0.5 * (target + target.T))
+    if int(info):
+        raise torch.linalg.LinAlgError("the transported precision is not positive definite")
+    shift = old.x_inv.sum(dim=1) * float(old.theta[0] - new.theta[0])  # L_old⁻¹ (c_old - c_new) 1
+    b = site @ shift + precision @ m
+    half = torch.linalg.solve_triangular(l_prec_new, (r.T @ b)[:, None], upper=False)
+    return torch.linalg.solve_triangular(l_prec_new.T, half, upper=True)[:, 0], l_prec_new
+
+
 @torch.no_grad()
 def rewhiten(
     old: Geometry, new: Geometry, m: torch.Tensor, l_precision: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whitened ``(m, L_Λ)`` at ``new.theta`` of the same q(u) over the inducing values ``u = c + L_zz v``.
 
-    Hyperparameters move at fixed q(u), not at fixed q(v): the whitened coordinates of a map change with the
-    scale lengths, the values at the inducing points much less, so q stays near its optimum as theta moves.
+    The point at which :meth:`NewtonState.with_gradients` differentiates in theta (its tests move theta so); the
+    optimiser's trial steps carry q by :func:`transport` instead, which lets the directions the stars leave to the
+    prior follow it.
     """
     shift = old.theta[0] - new.theta[0] + old.l_zz @ m
     mean_new = torch.linalg.solve_triangular(new.l_zz, shift[:, None], upper=False)[:, 0]

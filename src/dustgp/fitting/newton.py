@@ -15,15 +15,17 @@ negative eigenvalues floored at zero, the Gauss-Newton choice, so that Λ ⪰ I.
 
 Hyperparameters and inducing locations
 --------------------------------------
-``theta = (c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z, z)`` move by L-BFGS directions (one memory for the
-hyperparameters, one for the locations) on the ELBO at fixed q(u) over the inducing values ``u = c + L_zz v``, the KL
-then depending on theta. At fixed whitened q(v) instead, a change of the scale lengths scrambles the map and only
-tiny theta steps are accepted. q follows theta closely (one natural-gradient step per outer step), so the gradient
-at fixed q is that of max_q ELBO (envelope theorem). (The gradient of a Laplace evidence at a fixed mode misses
-dv*/dθ and drifts toward low density.) Most outer steps go to the hyperparameters travelling along a ridge of nearly
-equal ELBO (the scale factor against the scale lengths), however large the problem; so :func:`dustgp.fit` first
-runs these steps on a grid with cells twice as large and starts from where they end (the coarse start in
-:mod:`dustgp.fitting.loop`).
+The gradient in ``theta = (c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z, z)`` is taken at fixed q(u) over the
+inducing values ``u = c + L_zz v``; q follows theta closely (one natural-gradient step per outer step), so it is
+that of max_q ELBO (envelope theorem). (The gradient of a Laplace evidence at a fixed mode misses dv*/dθ and drifts
+toward low density.) The five hyperparameters move by Fisher scoring, ``Δ = I⁻¹ g`` with the Fisher information
+of q's pseudo-data (:func:`~dustgp.fitting.exact_elbo.hyperparameter_fisher`), the inducing locations by L-BFGS
+directions. A trial step carries q to the new theta with its site held
+(:func:`~dustgp.fitting.exact_elbo.transport`): the directions the stars leave to the prior follow the new
+prior. Held at fixed q(u), those directions' KL counted in the curvature and L-BFGS steps on the hyperparameters
+crawled along the ridge of the scale factor against the scale lengths for 60-80 steps (docs: Design notes, "Where
+newton's steps go"). :func:`dustgp.fit` first runs these steps on a grid with cells twice as large and starts
+from where they end (the coarse start in :mod:`dustgp.fitting.loop`).
 
 Every accepted step raises the ELBO: the joint proposal (β, t) is tried at t = 1, then with shorter theta steps,
 then q alone with shorter β, and refused unless the exact ELBO increases.
@@ -47,7 +49,7 @@ from ..linalg import batched_eigh
 from ..model import DustGP
 from ..sightlines import GaussianStatistics
 from .config import FitConfig
-from .exact_elbo import DTYPE, Geometry, NewtonProblem, NewtonState, evaluate, pack, rewhiten
+from .exact_elbo import DTYPE, Geometry, NewtonProblem, NewtonState, evaluate, pack, transport
 from .stopping import elbo_rule_fires
 
 __all__ = [
@@ -172,8 +174,9 @@ class NewtonOptimizer:
         :func:`~dustgp.likelihood.cell_extinction_moments` at the current state (for posterior predictive checks).
     """
 
-    #: fractions of the L-BFGS theta step tried (with a full natural-gradient step of q) before q alone
-    THETA_FRACTIONS = (1.0, 0.25, 0.05)
+    #: fractions of the (hyperparameter, inducing location) steps tried, with a full natural-gradient step of q,
+    #: before q alone; the second holds the locations, whose L-BFGS step is the one more often too long
+    THETA_TRIALS = ((1.0, 1.0), (1.0, 0.0), (0.25, 0.25), (0.05, 0.05))
     #: natural-gradient step lengths of q tried, as fractions of the longest allowed
     BETAS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
     #: largest change of any theta component in one step (ln alpha, ln gamma, c in dex, z in length units)
@@ -195,7 +198,9 @@ class NewtonOptimizer:
         self.problem = problem
         self.warmup = warmup
         self.likelihood = likelihood
-        self.lbfgs = (LBFGS(), LBFGS())  # hyperparameters, inducing locations
+        self.lbfgs = LBFGS()  # inducing locations
+        self.damping = 0.0  # Levenberg damping of the Fisher step (relative to its diagonal)
+        self.location_radius = self.MAX_THETA_STEP  # largest step of any inducing location coordinate
         self.steps = 0
         self.cell_moments: torch.Tensor | None = None
         state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
@@ -225,58 +230,75 @@ class NewtonOptimizer:
         change = (geo.k @ (geo.x_inv.T @ step)).abs().max()
         return min(1.0, self.MAX_PHI_STEP / float(change.clamp(min=1e-300)))
 
-    def _theta_direction(self, state: NewtonState) -> torch.Tensor:
-        """L-BFGS directions for the hyperparameters and for the inducing locations, each with its own memory.
+    def _theta_directions(self, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps for the hyperparameters (Fisher scoring, Levenberg-damped) and for the inducing locations (L-BFGS).
 
-        Their curvatures differ by orders of magnitude (five global numbers against M local points), and one
-        L-BFGS scaling for both would hold the locations to the hyperparameters' step.
+        Their curvatures differ by orders of magnitude (five global numbers against M local points); each step is
+        capped on its own (``MAX_THETA_STEP``, and the locations' trust radius).
         """
-        parts = []
-        for lbfgs, part in zip(self.lbfgs, (slice(0, 5), slice(5, None)), strict=True):
-            grad = state.grad_theta[part]
-            if grad.numel() == 0:
-                continue
-            direction = lbfgs.direction(grad)
-            if float(direction @ grad) <= 0.0:  # q moved under the curvature pairs: start afresh
-                lbfgs.pairs.clear()
-                direction = lbfgs.direction(grad)
-            parts.append(direction * min(1.0, self.MAX_THETA_STEP / float(direction.abs().max().clamp(min=1e-300))))
-        return torch.cat(parts)
+        grad, fisher = state.grad_theta, state.fisher
+        scale = fisher.diagonal()
+        damped = fisher + torch.diag(self.damping * scale + 1e-9 * scale.max())
+        hyper = torch.linalg.solve(damped, grad[:5])
+        hyper *= min(1.0, self.MAX_THETA_STEP / float(hyper.abs().max().clamp(min=1e-300)))
+        locations = grad[5:]
+        if locations.numel():
+            locations = self.lbfgs.direction(grad[5:])
+            if float(locations @ grad[5:]) <= 0.0:  # q moved under the curvature pairs: start afresh
+                self.lbfgs.pairs.clear()
+                locations = self.lbfgs.direction(grad[5:])
+            locations *= min(1.0, self.location_radius / float(locations.abs().max().clamp(min=1e-300)))
+        return hyper, locations
+
+    def _adapt(self, hyper_fraction: float, location_fraction: float) -> None:
+        """Levenberg damping of the Fisher step and the locations' trust radius, after a step that moved theta.
+
+        A full hyperparameter step accepted halves the damping (down to none); one cut short quadruples it. The locations'
+        radius doubles after a full step (up to ``MAX_THETA_STEP``), shrinks fourfold when the locations alone were
+        held (they were to blame) and halves when both were cut short.
+        """
+        if hyper_fraction == 1.0:
+            self.damping = self.damping / 2.0 if self.damping > 0.05 else 0.0
+        else:
+            self.damping = max(1.0, 4.0 * self.damping)
+        if location_fraction == 1.0:
+            self.location_radius = min(self.MAX_THETA_STEP, 2.0 * self.location_radius)
+        else:
+            self.location_radius *= 0.25 if hyper_fraction == 1.0 else 0.5
 
     def step(self) -> tuple[NewtonState, NewtonState] | None:
         """One outer step: ``(before, after)``, or None when no trial step raised the ELBO."""
         old = self.state
         beta_max = self._beta_max(old)
-        trials: list[tuple[float, float]] = []
-        if self.problem.learn_hyperparameters and self.steps >= self.warmup:
-            direction = self._theta_direction(old)
-            trials += [(beta_max, fraction) for fraction in self.THETA_FRACTIONS]
-        trials += [(beta_max * beta, 0.0) for beta in self.BETAS]
-        for beta, fraction in trials:
+        trials: list[tuple[float, float, float]] = []
+        moves_theta = self.problem.learn_hyperparameters and self.steps >= self.warmup
+        if moves_theta:
+            hyper, locations = self._theta_directions(old)
+            trials += [(beta_max, fh, fz) for fh, fz in self.THETA_TRIALS if locations.numel() or fz == fh]
+        trials += [(beta_max * beta, 0.0, 0.0) for beta in self.BETAS]
+        for beta, fh, fz in trials:
             q = propose(old, beta, self.problem)
             if q is None:
                 continue
             try:
                 geometry = old.geometry
-                if fraction:
-                    geometry = Geometry.at(self.problem, old.theta + fraction * direction)
-                    q = rewhiten(old.geometry, geometry, *q)
+                if fh or fz:
+                    geometry = Geometry.at(self.problem, old.theta + torch.cat([fh * hyper, fz * locations]))
+                    q = transport(old.geometry, geometry, *q)
                 candidate = evaluate(self.problem, geometry, *q)
             except torch.linalg.LinAlgError:
                 continue
             if math.isfinite(candidate.elbo) and candidate.elbo > old.elbo:
                 self._refresh(candidate).with_gradients(self.problem)
-                if fraction:
-                    for lbfgs, part in zip(self.lbfgs, (slice(0, 5), slice(5, None)), strict=True):
-                        lbfgs.update(
-                            (candidate.theta - old.theta)[part], old.grad_theta[part], candidate.grad_theta[part]
-                        )
+                if fh or fz:
+                    self.lbfgs.update((candidate.theta - old.theta)[5:], old.grad_theta[5:], candidate.grad_theta[5:])
+                if moves_theta and (fh or beta == beta_max):  # q alone at the full step: theta was to blame
+                    self._adapt(fh, fz)
                 self.state = candidate
                 self.steps += 1
                 return old, candidate
-            if fraction == self.THETA_FRACTIONS[-1]:
-                for lbfgs in self.lbfgs:
-                    lbfgs.pairs.clear()  # no theta step along this direction helped: forget its curvature
+            if (fh, fz) == self.THETA_TRIALS[-1]:
+                self.lbfgs.pairs.clear()  # no theta step along this direction helped: forget its curvature
         return None
 
 
@@ -333,7 +355,7 @@ class NewtonRunner:
         newton_store(self.gp, self.problem, self.optimizer.state)
 
     def optimizer_state(self) -> dict[str, Any]:
-        """Step count, stop-rule streak and both L-BFGS memories (plain tensors, for weights-only checkpoints).
+        """Step count, stop-rule streak and the L-BFGS memory (plain tensors, for weights-only checkpoints).
 
         Without them a resumed fit warms up again (q alone) and starts L-BFGS from a gradient step: measured on a
         300-star, M = 20 fit resumed after 4 of 8 steps, the map then differed from the uninterrupted one by a
@@ -342,7 +364,9 @@ class NewtonRunner:
         return {
             "steps": self.optimizer.steps,
             "passed": self.passed,
-            "lbfgs": [[[s.cpu(), y.cpu()] for s, y in memory.pairs] for memory in self.optimizer.lbfgs],
+            "lbfgs": [[[s.cpu(), y.cpu()] for s, y in self.optimizer.lbfgs.pairs]],
+            "damping": self.optimizer.damping,
+            "location_radius": self.optimizer.location_radius,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -351,9 +375,13 @@ class NewtonRunner:
             return
         self.optimizer.steps, self.passed = int(state["steps"]), int(state["passed"])
         device = self.problem.cells.device
-        for memory, pairs in zip(self.optimizer.lbfgs, state["lbfgs"], strict=True):
-            memory.pairs.clear()
-            memory.pairs.extend((s.to(device), y.to(device)) for s, y in pairs)
+        memory = self.optimizer.lbfgs.pairs
+        memory.clear()
+        # the inducing locations' memory is the last (checkpoints before Fisher scoring also held the
+        # hyperparameters' L-BFGS memory, first)
+        memory.extend((s.to(device), y.to(device)) for s, y in state["lbfgs"][-1])
+        self.optimizer.damping = float(state.get("damping", 0.0))
+        self.optimizer.location_radius = float(state.get("location_radius", NewtonOptimizer.MAX_THETA_STEP))
 
     def predictive(self) -> dict[str, np.ndarray]:
         """From the exact moments of the model extinction under the final q (with the conditional covariance)."""
