@@ -253,9 +253,9 @@ class NewtonOptimizer:
     def _adapt(self, hyper_fraction: float, location_fraction: float) -> None:
         """Levenberg damping of the Fisher step and the locations' trust radius, after a step that moved theta.
 
-        A full hyperparameter step accepted halves the damping (down to none); one cut short quadruples it. The locations'
-        radius doubles after a full step (up to ``MAX_THETA_STEP``), shrinks fourfold when the locations alone were
-        held (they were to blame) and halves when both were cut short.
+        A full hyperparameter step accepted halves the damping (down to none); one cut short quadruples it. The
+        locations' radius doubles after a full step (up to ``MAX_THETA_STEP``), shrinks fourfold when the locations
+        alone were held (they were to blame) and halves when both were cut short.
         """
         if hyper_fraction == 1.0:
             self.damping = self.damping / 2.0 if self.damping > 0.05 else 0.0
