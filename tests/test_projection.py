@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dustgp.projection import Workspace, rbf_cross_covariance, rbf_project
+from dustgp.projection import Workspace, rbf_apply, rbf_apply_mixed, rbf_cross_covariance, rbf_project
 
 NAMES = ("x", "z", "gamma", "alpha", "weights")
 
@@ -216,3 +216,28 @@ def test_cuda_matches_cpu(dtype, monkeypatch):
         torch.testing.assert_close(out_g.cpu(), out, **tol)
         for name, a, b in zip(NAMES, grads_g, grads, strict=True):
             torch.testing.assert_close(a.cpu(), b, **tol, msg=name)
+
+
+def test_mixed_precision_apply_is_within_the_float32_rounding_bound() -> None:
+    """``rbf_apply_mixed`` against ``rbf_apply`` in float64, with weights that cancel as prediction's do (|W| ~ 1e4
+    around a mean). Bound from rounding analysis (Higham 2002, §3.5): E and the deviations D rounded to float32
+    (relative u = 2⁻²⁴ each) and a float32 inner product of length M add at most (M + 2) u Σ_j |E_ij| |D_jk| per
+    entry; the float64 mean adds (M + 2) u₆₄ Σ_j |E_ij| |w_j|. Computing E itself from a float32 exponent (an
+    error of u·|exponent| ≈ 1e-5 relative here) breaks it."""
+    gen = torch.Generator().manual_seed(3)
+    n, m, s = 400, 60, 16
+    x = torch.rand(n, 3, generator=gen, dtype=torch.float64) * 6.0 + 40.0  # far from the origin, as cells are
+    z = x[torch.randperm(n, generator=gen)[:m]] + 0.1 * torch.randn(m, 3, generator=gen, dtype=torch.float64)
+    gamma = torch.tensor([0.8, 0.6, 0.7], dtype=torch.float64)
+    mean = 1e4 * torch.randn(m, generator=gen, dtype=torch.float64)
+    deviations = (1e4 * torch.randn(m, s, generator=gen, dtype=torch.float64)).float()
+    exact = rbf_apply(x, z, gamma, mean[:, None] + deviations.double())
+    mean_part, deviation_part = rbf_apply_mixed(x, z, gamma, mean, deviations)
+    assert mean_part.dtype == torch.float64
+    assert deviation_part.dtype == torch.float32
+    mixed = deviation_part + mean_part.float()[:, None]
+    e = rbf_apply(x, z, gamma, torch.eye(m, dtype=torch.float64))  # E itself
+    u32, u64 = 2.0**-24, 2.0**-53
+    bound = (m + 2) * u32 * (e @ deviations.double().abs()) + (m + 2) * u64 * (e @ mean.abs())[:, None]
+    bound += u32 * (exact.abs() + mean_part.abs()[:, None])  # the mean rounded to float32, and the sum
+    assert bool(((mixed.double() - exact).abs() <= bound).all())

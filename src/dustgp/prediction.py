@@ -22,7 +22,7 @@ from .grid import Grid
 from .linalg import batched_eigh
 from .model import DustGP
 from .posterior_map import DEFAULT_PERCENTILES, PosteriorMap, keep_samples_for
-from .projection import rbf_along_sightlines, rbf_apply
+from .projection import rbf_along_sightlines, rbf_apply_mixed
 from .sightlines import LN10, cumulative_extinction
 
 __all__ = ["FittedModel", "constrained_cells", "percentiles_along", "predict"]
@@ -341,7 +341,12 @@ def predict(
     # contiguous axes (benchmarks/README.md, "Prediction").
     gamma = gp.covar_module.base_kernel.lengthscale.detach().reshape(3)
     ln_weights = weights * LN10  # for K_xz with alpha in it (SVI with cell variance)
-    scaled = ln_weights * float(gp.covar_module.outputscale.detach())
+    # the posterior mean's weights apart (in the model's precision), the draws' deviations in float32
+    # (projection.rbf_apply_mixed)
+    scale = LN10 * float(gp.covar_module.outputscale.detach())
+    mean_weights = gp.projection(gp.variational_mean.detach()[None], l_zz)[:, 0]
+    deviations = ((weights - mean_weights[:, None]) * scale).to(torch.float32)
+    mean_weights = mean_weights * scale
     offset = float(gp.mean_module.constant.detach()) * LN10
     if cell_variance and trained_with_it:
         factors = factors.mul_(LN10)
@@ -354,9 +359,10 @@ def predict(
         if cell_variance and not trained_with_it:
             k_xz = gp.cross_covariance(x)
             log_rho = k_xz @ ln_weights
+            log_rho += offset
         else:
-            log_rho = rbf_apply(x, gp.inducing_points.detach(), gamma, scaled)
-        log_rho += offset
+            mean, log_rho = rbf_apply_mixed(x, gp.inducing_points.detach(), gamma, mean_weights, deviations)
+            log_rho += (mean + offset).to(log_rho.dtype)[:, None]
         if cell_variance and trained_with_it:
             noise = torch.randn(n_cols, grid.n_d, samples, dtype=torch.float32, device=dev, generator=generator)
             log_rho.view(grid.n_d, n_cols, samples).add_(torch.bmm(factors[index[cols]], noise).transpose(0, 1))
@@ -370,7 +376,7 @@ def predict(
             if bool(outside.any()):
                 variance = gp.conditional_variance(gp.cross_covariance(x[outside]), l_zz_inverse)[:, None]
                 noise = torch.randn(variance.shape[0], samples, dtype=dtype, device=dev, generator=edge_generator)
-                log_rho[outside] += _density_centred(noise, variance)
+                log_rho[outside] += _density_centred(noise, variance).to(log_rho.dtype)
         # summaries in float32: percentiles of 200 samples need no more, and sorting float64 takes twice as long
         rho = log_rho.to(torch.float32).exp_().view(grid.n_d, n_cols, samples)
         del log_rho
