@@ -192,37 +192,24 @@ def rbf_apply_mixed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``exp(-sq/2) @ mean_weights`` in float64 and ``exp(-sq/2) @ weights`` in float32, from one kernel.
 
-    For prediction: ``mean_weights`` (M,) are the posterior mean's, ``weights`` (M, S) each draw's deviation from
-    it. ``K_xz W`` cancels weights as large as ~cond(L_zz) down to phi - c of order 0.1 dex, so the mean needs
-    float64 (float32 put errors of up to 0.012 dex into phi on the Section 3 fit). The deviations take the same
-    kernel entries rounded to float32, and their GEMM, the n × M × S bulk of a prediction, runs at float32 speed.
-    Their rounding error is noise of ~1e-3 dex, independent from draw to draw, on deviations whose spread is the
-    posterior's (~0.03-0.3 dex): it widens the spread of the draws by a factor ``1 + ½ (e/σ)²``, far below the
-    Monte Carlo error of a percentile of S draws (``benchmarks/README.md``, "Prediction", has the measurement).
-
-    Parameters
-    ----------
-    x : torch.Tensor, shape (n, 3), float64
-    z : torch.Tensor, shape (M, 3), float64
-    gamma : torch.Tensor, shape (3,)
-        Positions, inducing locations and scale lengths, in one length unit.
-    mean_weights : torch.Tensor, shape (M,), float64
-    weights : torch.Tensor, shape (M, S), float32
+    For prediction: the posterior mean's weights (M,) and each draw's deviation from them (M, S). ``K_xz W``
+    cancels weights of up to ~cond(L_zz) down to phi - c of ~0.1 dex, so the mean needs float64; the deviations,
+    the n × M × S bulk, take the same entries rounded to float32: noise independent from draw to draw, which moved
+    the percentiles of 200 draws by at most 0.56 of their Monte Carlo error on the Section 3 fit (docs: Design
+    notes, "Projection"). Positions, locations and gamma in one length unit; x and z float64.
 
     Returns
     -------
     mean : torch.Tensor, shape (n,), float64
     deviations : torch.Tensor, shape (n, S), float32
-        Their sum is the draws' projection; the caller adds the mean in a pass it makes anyway.
+        Their sum is the draws' projection (the caller adds the mean in a pass it makes anyway).
     """
     with torch.no_grad():
         xa, za = _augmented(*_scaled(x, z, gamma.reshape(3)))
         n, m = x.shape[0], z.shape[0]
         block = _rows_per_block(n, m, x, None)
-        e = x.new_empty(min(block, n), m)
-        e32 = weights.new_empty(min(block, n), m)
-        mean = x.new_empty(n)
-        out = weights.new_empty(n, weights.shape[1])
+        e, e32 = x.new_empty(min(block, n), m), weights.new_empty(min(block, n), m)
+        mean, out = x.new_empty(n), weights.new_empty(n, weights.shape[1])
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             e_block, e32_block = e[: hi - lo], e32[: hi - lo]

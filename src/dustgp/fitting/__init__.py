@@ -4,7 +4,8 @@
 - :mod:`~dustgp.fitting.objective`: the paper's ELBO as a Pyro program (model, guide, KL in closed form).
 - :mod:`~dustgp.fitting.svi`: the paper's scheme, Pyro SVI with AdamW.
 - :mod:`~dustgp.fitting.exact_elbo`: the ELBO in closed form that the second-order method maximises.
-- :mod:`~dustgp.fitting.newton`: the second-order method (natural-gradient steps on q(v), L-BFGS on theta).
+- :mod:`~dustgp.fitting.newton`: the second-order method (natural-gradient steps on q(v), Fisher scoring
+  on the hyperparameters, L-BFGS on the inducing locations).
 - :mod:`~dustgp.fitting.stopping`: stop rules, and Ctrl-C or SIGTERM ending a fit after its step.
 - :mod:`~dustgp.fitting.stars`: what a fit takes from its stars (likelihood, inducing start, per-star checks).
 - :mod:`~dustgp.fitting.loop`: :func:`fit`, the training loop.

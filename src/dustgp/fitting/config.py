@@ -33,9 +33,10 @@ class FitConfig:
     ----------
     method : {"newton", "svi"}
         How the ELBO is maximised. ``"newton"`` (default): the exact ELBO (closed-form expectation, the
-        conditional covariance K_xx - Q_xx included) maximised by natural-gradient steps on q(v) and L-BFGS steps
-        on the hyperparameters and inducing locations, each step raising the ELBO (:mod:`dustgp.fitting.newton`);
-        float64. ``"svi"``: the paper's scheme, Pyro SVI with Monte Carlo gradients and AdamW.
+        conditional covariance K_xx - Q_xx included) maximised by natural-gradient steps on q(v), Fisher scoring
+        on the hyperparameters and L-BFGS steps on the inducing locations, each step raising the ELBO
+        (:mod:`dustgp.fitting.newton`); float64. ``"svi"``: the paper's scheme, Pyro SVI with Monte Carlo
+        gradients and AdamW.
     inducing_points : int
         Number M of inducing points.
     length_scale : float or list of 3 floats

@@ -303,7 +303,7 @@ class NewtonOptimizer:
 
 
 class NewtonRunner:
-    """The default: natural-gradient steps on q(v) and L-BFGS steps on theta, exact ELBO (see the module docstring).
+    """The default: natural-gradient steps on q(v), Fisher scoring and L-BFGS on theta (see the module docstring).
 
     Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
     less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than max(1, 0.01 per
