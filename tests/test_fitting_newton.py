@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import dustgp
-from dustgp.fitting.exact_elbo import Geometry, NewtonProblem, evaluate
+from dustgp.fitting.exact_elbo import Geometry, NewtonProblem, evaluate, pack
 from dustgp.fitting.loop import coarse_start_grid
-from dustgp.fitting.newton import newton_start
+from dustgp.fitting.newton import NewtonOptimizer, newton_start
 from dustgp.grid import Grid
 from dustgp.sightlines import GaussianStatistics, Sightlines
 from dustgp.simulate import simulate
@@ -164,3 +164,28 @@ def test_coarse_start_continues_on_the_training_grid(sky, tmp_path, caplog) -> N
     with caplog.at_level(logging.INFO, logger="dustgp.fitting"):
         dustgp.fit(sky.catalog, fine, progress=False, resume=ckpt, max_iterations=staged.iterations + 2)
     assert not any("coarse start" in r.getMessage() for r in caplog.records)  # a resumed fit goes on where it was
+
+
+def test_a_theta_step_from_the_prior_is_finite(sky) -> None:
+    """With q equal to the prior (S = I, m = 0) the stars have said nothing yet and the Fisher information of the
+    pseudo-data is zero; a theta step taken there (no warm-up) must still be a finite step that raises the ELBO."""
+    stats = gaussian_statistics(sky, NEWTON_TRAIN)
+    cells = torch.as_tensor(NEWTON_TRAIN.cell_centers_xyz()) / 100.0
+    problem = NewtonProblem.build(cells, NEWTON_TRAIN.n_d, stats, fixed_z=None)
+    gen = torch.Generator().manual_seed(2)
+    z = cells[torch.randperm(cells.shape[0], generator=gen)[:10]]
+    theta = pack(-2.7, 0.3, torch.tensor([0.35, 0.3, 0.4]), z)
+    optimizer = NewtonOptimizer(
+        problem, theta, torch.zeros(10, dtype=torch.float64), torch.eye(10, dtype=torch.float64), warmup=0
+    )
+    assert float(optimizer.state.fisher.abs().max()) < 1e-8
+    hyper, locations = optimizer._theta_directions(optimizer.state)
+    assert bool(torch.isfinite(hyper).all())
+    assert bool(torch.isfinite(locations).all())
+    assert float(hyper.abs().max()) == pytest.approx(NewtonOptimizer.MAX_THETA_STEP)
+    moved = optimizer.step()
+    assert moved is not None
+    before, after = moved
+    assert math.isfinite(after.elbo)
+    assert after.elbo > before.elbo
+    assert bool(torch.isfinite(after.theta).all())

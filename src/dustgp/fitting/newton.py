@@ -238,7 +238,7 @@ class NewtonOptimizer:
         """
         grad, fisher = state.grad_theta, state.fisher
         scale = fisher.diagonal()
-        damped = fisher + torch.diag(self.damping * scale + 1e-9 * scale.max())
+        damped = fisher + torch.diag(self.damping * scale + 1e-9 * scale.max().clamp(min=1.0))  # q = prior: I = 0
         hyper = torch.linalg.solve(damped, grad[:5])
         hyper *= min(1.0, self.MAX_THETA_STEP / float(hyper.abs().max().clamp(min=1e-300)))
         locations = grad[5:]
