@@ -23,7 +23,7 @@ of q's pseudo-data (:func:`~dustgp.fitting.exact_elbo.hyperparameter_fisher`), t
 directions. A trial step carries q to the new theta with its site held
 (:func:`~dustgp.fitting.exact_elbo.transport`): the directions the stars leave to the prior follow the new
 prior. Held at fixed q(u), those directions' KL counted in the curvature and L-BFGS steps on the hyperparameters
-crawled along the ridge of the scale factor against the scale lengths for 60-80 steps (docs: Design notes, "Where
+crawled along the ridge of the scale factor against the scale lengths for 60-85 steps (docs: Design notes, "Where
 newton's steps go"). :func:`dustgp.fit` first runs these steps on a grid with cells twice as large and starts
 from where they end (the coarse start in :mod:`dustgp.fitting.loop`).
 
