@@ -167,7 +167,7 @@ def test_sigterm_writes_the_checkpoint_and_no_maps(tmp_path: Path) -> None:
     saved = load_checkpoint(out / "fit.ckpt")
     assert saved["stopped_by"] == "terminated"
     # and it goes on from there
-    run_file.write_text(RUN.format(iterations=saved["iterations"] + 3))
+    run_file.write_text(RUN.format(iterations=saved["iterations"] + 3).replace("[fit]", '[fit]\nstop = "none"'))
     assert main(["fit", str(run_file), "--out", str(out), "--resume", "--quiet", "--no-figures"]) == 0
     assert json.loads((out / "report.json").read_text())["iterations"] == saved["iterations"] + 3
 

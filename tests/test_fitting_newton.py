@@ -182,10 +182,53 @@ def test_a_theta_step_from_the_prior_is_finite(sky) -> None:
     hyper, locations = optimizer._theta_directions(optimizer.state)
     assert bool(torch.isfinite(hyper).all())
     assert bool(torch.isfinite(locations).all())
-    assert float(hyper.abs().max()) == pytest.approx(NewtonOptimizer.MAX_THETA_STEP)
+    assert float(hyper.abs().max()) == pytest.approx(NewtonOptimizer.MAX_HYPER_STEP)
     moved = optimizer.step()
     assert moved is not None
     before, after = moved
     assert math.isfinite(after.elbo)
     assert after.elbo > before.elbo
     assert bool(torch.isfinite(after.theta).all())
+
+
+def test_the_secant_ratio_compares_the_curvature_met_with_the_fishers() -> None:
+    """ρ = sᵀy / sᵀIs over the five hyperparameters, y the fall of the gradient along the step, held to the bounds."""
+    optimizer = NewtonOptimizer.__new__(NewtonOptimizer)
+    optimizer.curvature_scale = 2.0
+    fisher = torch.diag(torch.tensor([4.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    theta = torch.zeros(8, dtype=torch.float64)  # five hyperparameters and one inducing location
+    step = torch.tensor([0.5, 0, 0, 0, 0, 9.0, 9.0, 9.0], dtype=torch.float64)  # the locations do not count
+    old = type("State", (), {"theta": theta, "fisher": fisher, "grad_theta": torch.full((8,), 3.0).double()})
+    low, high = NewtonOptimizer.SECANT_BOUNDS
+
+    def ratio(times: float) -> float:
+        """On a quadratic whose curvature is ``times`` the Fisher's, the gradient falls by ``times`` · I s."""
+        fall = torch.cat([times * fisher @ step[:5], torch.zeros(3, dtype=torch.float64)])
+        new = type("State", (), {"theta": theta + step, "grad_theta": old.grad_theta - fall})
+        return optimizer.secant_ratio(old, new)
+
+    assert ratio(3.0) == pytest.approx(3.0)
+    assert ratio(0.5) == low  # a step never longer than Fisher scoring's
+    assert ratio(-1.0) == low  # the gradient grew: no curvature to scale by
+    assert ratio(1e3) == high
+    held = type("State", (), {"theta": theta + torch.cat([torch.zeros(5), step[5:]]).double(), "grad_theta": theta})
+    assert optimizer.secant_ratio(old, held) == 2.0  # no hyperparameter moved: unchanged
+
+
+def test_short_location_steps_are_held_while_the_radius_grows_back(sky) -> None:
+    """Below ``MIN_LOCATION_STEP`` a step moves the hyperparameters only, and the locations' radius doubles."""
+    stats = gaussian_statistics(sky, NEWTON_TRAIN)
+    cells = torch.as_tensor(NEWTON_TRAIN.cell_centers_xyz()) / 100.0
+    problem = NewtonProblem.build(cells, NEWTON_TRAIN.n_d, stats, fixed_z=None)
+    z = cells[torch.randperm(cells.shape[0], generator=torch.Generator().manual_seed(2))[:10]]
+    theta = pack(-2.7, 0.3, torch.tensor([0.35, 0.3, 0.4]), z)
+    optimizer = NewtonOptimizer(
+        problem, theta, torch.zeros(10, dtype=torch.float64), torch.eye(10, dtype=torch.float64), warmup=0
+    )
+    radius = 0.4 * NewtonOptimizer.MIN_LOCATION_STEP
+    optimizer.location_radius = radius
+    before, after = optimizer.step()
+    assert after.elbo > before.elbo
+    assert not torch.equal(after.theta[:5], before.theta[:5])  # the hyperparameters moved
+    assert torch.equal(after.theta[5:], before.theta[5:])  # the locations were held
+    assert optimizer.location_radius == pytest.approx(2.0 * radius)

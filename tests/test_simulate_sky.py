@@ -7,6 +7,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 
+from dustgp.catalog import MIN_EXTINCTION_ERR
 from dustgp.grid import Grid
 from dustgp.simulate import REALISTIC_BACKGROUND, simulate
 from simulate_support import PAPER_REGION, REGION
@@ -23,6 +24,17 @@ def test_realistic_truth_on_a_grid_and_an_empty_foreground() -> None:
     assert rho.shape == grid.shape
     assert np.all(rho[0] == 0.0)  # the ghost cell in front is empty
     assert np.all(rho[1:] >= REALISTIC_BACKGROUND)
+
+
+def test_an_empty_foreground_without_a_floor_still_gives_a_usable_catalogue() -> None:
+    # sigma_A = 10% of A and no dust in front of d_min: a star drawn just behind d_min quotes ~1e-7 mag (seed 1 of
+    # the stiff benchmark's 40,000 stars has one), below what a catalogue accepts; it quotes the smallest accepted
+    sky = simulate(PAPER_REGION, n_stars=40_000, foreground=False, noise=0.1, noise_floor=0.0, seed=1)
+    sigma = sky.catalog.extinction_err
+    assert sigma.min() == MIN_EXTINCTION_ERR
+    raised = sigma == MIN_EXTINCTION_ERR
+    assert 0 < raised.sum() < 10
+    np.testing.assert_allclose(sigma[~raised], 0.1 * sky.true_extinction[~raised], rtol=1e-12)
 
 
 def test_extinction_on_a_grid_integrates_its_density() -> None:

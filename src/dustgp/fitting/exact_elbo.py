@@ -161,7 +161,7 @@ class Geometry:
             theta=theta,
             l_zz=l_zz,
             x_inv=x_inv,
-            k_inv=x_inv.T @ x_inv,
+            k_inv=torch.cholesky_inverse(l_zz),
             k=rbf_cross_covariance(problem.cells, z, gamma, alpha),
             kxx=problem.prior_blocks(alpha, gamma),
         )
@@ -211,7 +211,9 @@ class NewtonState:
         k_col = k.view(problem.n_columns, problem.n_d, m_size)
         grad_t = k.T @ torch.bmm(g_cov, k_col).view(n, m_size)  # Kᵀ G K: the second n × M × M product
         g_mu = g_mu.reshape(-1)
-        curvature = geo.x_inv @ grad_t @ geo.x_inv.T  # Aᵀ G A = ∂E/∂S
+        # Aᵀ G A = ∂E/∂S = L_zz⁻¹ grad_t L_zz⁻ᵀ (grad_t is symmetric): two triangular solves, not two products
+        half = torch.linalg.solve_triangular(geo.l_zz, grad_t, upper=False)
+        curvature = torch.linalg.solve_triangular(geo.l_zz, half.T, upper=False)
         self.precision_target = torch.eye(m_size, dtype=DTYPE, device=k.device) - (curvature + curvature.T)
         grad_w = k.T @ g_mu
         self.grad_m = geo.x_inv @ grad_w - self.m
@@ -373,7 +375,7 @@ def evaluate(problem: NewtonProblem, geometry: Geometry, m: torch.Tensor, l_prec
     m_size = m.shape[0]
     eye = torch.eye(m_size, dtype=DTYPE, device=m.device)
     p_inv = torch.linalg.solve_triangular(l_precision, eye, upper=False)  # S = L_Λ⁻ᵀ L_Λ⁻¹
-    half = p_inv @ geo.x_inv
+    half = torch.linalg.solve_triangular(l_precision, geo.x_inv, upper=False)  # L_Λ⁻¹ L_zz⁻¹
     t = half.T @ half - geo.k_inv  # L_zz⁻ᵀ (S - I) L_zz⁻¹
     w = geo.x_inv.T @ m  # L_zz⁻ᵀ m
     y = geo.k @ t  # the n × M × M product

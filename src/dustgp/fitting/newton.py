@@ -18,9 +18,10 @@ Hyperparameters and inducing locations
 The gradient in ``theta = (c, ln alpha, ln gamma_x, ln gamma_y, ln gamma_z, z)`` is taken at fixed q(u) over the
 inducing values ``u = c + L_zz v``; q follows theta closely (one natural-gradient step per outer step), so it is
 that of max_q ELBO (envelope theorem). (The gradient of a Laplace evidence at a fixed mode misses dv*/dθ and drifts
-toward low density.) The five hyperparameters move by Fisher scoring, ``Δ = I⁻¹ g`` with the Fisher information
-of q's pseudo-data (:func:`~dustgp.fitting.exact_elbo.hyperparameter_fisher`), the inducing locations by L-BFGS
-directions. A trial step carries q to the new theta with its site held
+toward low density.) The five hyperparameters move by Fisher scoring, ``Δ = I⁻¹ g / ρ`` with the Fisher
+information I of q's pseudo-data (:func:`~dustgp.fitting.exact_elbo.hyperparameter_fisher`) and ρ ≥ 1 the secant
+ratio of the curvature met along the last step to I's (:meth:`NewtonOptimizer.secant_ratio`); the inducing
+locations by L-BFGS directions. A trial step carries q to the new theta with its site held
 (:func:`~dustgp.fitting.exact_elbo.transport`): the directions the stars leave to the prior follow the new
 prior. Held at fixed q(u), those directions' KL counted in the curvature and L-BFGS steps on the hyperparameters
 crawled along the ridge of the scale factor against the scale lengths for 60-85 steps (docs: Design notes, "Where
@@ -179,8 +180,21 @@ class NewtonOptimizer:
     THETA_TRIALS = ((1.0, 1.0), (1.0, 0.0), (0.25, 0.25), (0.05, 0.05))
     #: natural-gradient step lengths of q tried, as fractions of the longest allowed
     BETAS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
-    #: largest change of any theta component in one step (ln alpha, ln gamma, c in dex, z in length units)
-    MAX_THETA_STEP = 0.3
+    #: largest change of any hyperparameter in one step (c in dex; ln alpha, ln gamma). Longer steps shortened the
+    #: Section 3 fits, where alpha travels from 0.5 to 0.04 dex², but sent the hyperparameters of skies with an
+    #: empty foreground far from theirs while q was still far from its optimum: with 0.7, 1.0, or a trust radius
+    #: growing from 0.3 to 1.0, stiff skies ran to 200 steps unconverged (docs: Design notes, "Where newton's
+    #: steps go")
+    MAX_HYPER_STEP = 0.3
+    #: largest change of any inducing location coordinate in one step (length units), the trust radius's ceiling
+    MAX_LOCATION_STEP = 0.3
+    #: below this trust radius the inducing locations are held for a step while it doubles. The ELBO is stiff in
+    #: them once the map is pinned: on the Section 3 training grid a step of 10⁻⁴ along their gradient gained
+    #: 0.04 nats and one of 10⁻³ lost 0.4, so every step that moved them was refused down to a radius of 10⁻³,
+    #: each at the price of an evaluation of the ELBO (docs: Design notes, "Where newton's steps go")
+    MIN_LOCATION_STEP = 0.01
+    #: bounds of the secant ratio ρ by which the Fisher information is scaled (:meth:`secant_ratio`)
+    SECANT_BOUNDS = (1.0, 10.0)
     #: largest change of the mean of phi in any cell in one step, dex: Newton steps on a log-normal model
     #: overshoot where the model is far below the data (the curvature there is that of a tiny density)
     MAX_PHI_STEP = 1.0
@@ -200,7 +214,8 @@ class NewtonOptimizer:
         self.likelihood = likelihood
         self.lbfgs = LBFGS()  # inducing locations
         self.damping = 0.0  # Levenberg damping of the Fisher step (relative to its diagonal)
-        self.location_radius = self.MAX_THETA_STEP  # largest step of any inducing location coordinate
+        self.location_radius = self.MAX_LOCATION_STEP  # largest step of any inducing location coordinate
+        self.curvature_scale = 1.0  # ρ: the Fisher information is scaled by it (secant_ratio)
         self.steps = 0
         self.cell_moments: torch.Tensor | None = None
         state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
@@ -234,13 +249,13 @@ class NewtonOptimizer:
         """Steps for the hyperparameters (Fisher scoring, Levenberg-damped) and for the inducing locations (L-BFGS).
 
         Their curvatures differ by orders of magnitude (five global numbers against M local points); each step is
-        capped on its own (``MAX_THETA_STEP``, and the locations' trust radius).
+        capped on its own (``MAX_HYPER_STEP``, and the locations' trust radius).
         """
-        grad, fisher = state.grad_theta, state.fisher
+        grad, fisher = state.grad_theta, self.curvature_scale * state.fisher
         scale = fisher.diagonal()
         damped = fisher + torch.diag(self.damping * scale + 1e-9 * scale.max().clamp(min=1.0))  # q = prior: I = 0
         hyper = torch.linalg.solve(damped, grad[:5])
-        hyper *= min(1.0, self.MAX_THETA_STEP / float(hyper.abs().max().clamp(min=1e-300)))
+        hyper *= min(1.0, self.MAX_HYPER_STEP / float(hyper.abs().max().clamp(min=1e-300)))
         locations = grad[5:]
         if locations.numel():
             locations = self.lbfgs.direction(grad[5:])
@@ -250,21 +265,42 @@ class NewtonOptimizer:
             locations *= min(1.0, self.location_radius / float(locations.abs().max().clamp(min=1e-300)))
         return hyper, locations
 
-    def _adapt(self, hyper_fraction: float, location_fraction: float) -> None:
+    def _adapt(self, hyper_fraction: float, location_fraction: float, held: bool) -> None:
         """Levenberg damping of the Fisher step and the locations' trust radius, after a step that moved theta.
 
         A full hyperparameter step accepted halves the damping (down to none); one cut short quadruples it. The
-        locations' radius doubles after a full step (up to ``MAX_THETA_STEP``), shrinks fourfold when the locations
-        alone were held (they were to blame) and halves when both were cut short.
+        locations' radius doubles after a full step (up to ``MAX_LOCATION_STEP``) or one that ``held`` them below
+        ``MIN_LOCATION_STEP``, shrinks fourfold when the trial that held them was taken (they were to blame) and
+        halves when both were cut short.
         """
         if hyper_fraction == 1.0:
             self.damping = self.damping / 2.0 if self.damping > 0.05 else 0.0
         else:
             self.damping = max(1.0, 4.0 * self.damping)
-        if location_fraction == 1.0:
-            self.location_radius = min(self.MAX_THETA_STEP, 2.0 * self.location_radius)
+        if held or location_fraction == 1.0:
+            self.location_radius = min(self.MAX_LOCATION_STEP, 2.0 * self.location_radius)
         else:
             self.location_radius *= 0.25 if hyper_fraction == 1.0 else 0.5
+
+    def secant_ratio(self, old: NewtonState, new: NewtonState) -> float:
+        """``ρ = sᵀy / sᵀ I s`` over the hyperparameters for the accepted step ``s`` from ``old`` to ``new``.
+
+        ``y`` is the change of the gradient of -ELBO, so ρ compares the curvature met along the step with the one
+        Fisher scoring assumed (the scaling of a quasi-Newton matrix by one secant pair, Nocedal & Wright 2006,
+        §6.1). The pseudo-data's Fisher information leaves out how the conditional variance of the cells, which the
+        stars see, depends on theta, and q moves with theta: on Section 3 fits ρ was 1.5-7 at almost every step,
+        and the unscaled steps overshot alpha and the scale lengths about twofold and were then refused or
+        oscillated. ρ is held to ``SECANT_BOUNDS``: at least 1 (never a step longer than Fisher scoring's),
+        at most 10 (first steps, with q far from its optimum, measured up to 230). Unchanged when the step has no
+        Fisher curvature to compare with.
+        """
+        low, high = self.SECANT_BOUNDS
+        s = (new.theta - old.theta)[:5]
+        assumed = float(s @ old.fisher @ s)
+        if not assumed > 0.0:
+            return self.curvature_scale
+        met = float(s @ (old.grad_theta[:5] - new.grad_theta[:5]))
+        return min(max(met / assumed, low), high)
 
     def step(self) -> tuple[NewtonState, NewtonState] | None:
         """One outer step: ``(before, after)``, or None when no trial step raised the ELBO."""
@@ -272,9 +308,14 @@ class NewtonOptimizer:
         beta_max = self._beta_max(old)
         trials: list[tuple[float, float, float]] = []
         moves_theta = self.problem.learn_hyperparameters and self.steps >= self.warmup
+        held = False
         if moves_theta:
             hyper, locations = self._theta_directions(old)
-            trials += [(beta_max, fh, fz) for fh, fz in self.THETA_TRIALS if locations.numel() or fz == fh]
+            held = locations.numel() > 0 and self.location_radius < self.MIN_LOCATION_STEP
+            if held:
+                locations = torch.zeros_like(locations)
+            moves_z = locations.numel() > 0 and not held
+            trials += [(beta_max, fh, fz) for fh, fz in self.THETA_TRIALS if moves_z or fz == fh]
         trials += [(beta_max * beta, 0.0, 0.0) for beta in self.BETAS]
         for beta, fh, fz in trials:
             q = propose(old, beta, self.problem)
@@ -290,10 +331,12 @@ class NewtonOptimizer:
                 continue
             if math.isfinite(candidate.elbo) and candidate.elbo > old.elbo:
                 self._refresh(candidate).with_gradients(self.problem)
+                if fh:
+                    self.curvature_scale = self.secant_ratio(old, candidate)
                 if fh or fz:
                     self.lbfgs.update((candidate.theta - old.theta)[5:], old.grad_theta[5:], candidate.grad_theta[5:])
                 if moves_theta and (fh or beta == beta_max):  # q alone at the full step: theta was to blame
-                    self._adapt(fh, fz)
+                    self._adapt(fh, fz, held)
                 self.state = candidate
                 self.steps += 1
                 return old, candidate
@@ -308,7 +351,8 @@ class NewtonRunner:
     Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
     less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than max(1, 0.01 per
     1000 stars) nats, at ``patience`` steps in a row; a step that cannot raise the ELBO any more also ends the
-    fit converged.
+    fit converged. ``tolerance`` multiplies both tolerances (the coarse stage of :func:`dustgp.fit` stops at a
+    looser one).
     ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
     """
 
@@ -320,6 +364,8 @@ class NewtonRunner:
         grid: Grid,
         config: FitConfig,
         likelihood: StarLikelihood,
+        *,
+        tolerance: float = 1.0,
     ) -> None:
         self.gp, self.config, self.likelihood = gp, config, likelihood
         learn_z = config.learn_inducing_locations and config.learn_hyperparameters
@@ -331,7 +377,8 @@ class NewtonRunner:
         self.optimizer = NewtonOptimizer(
             self.problem, theta, m, l_precision, warmup=config.warmup, likelihood=likelihood
         )
-        self.elbo_tol = max(1.0, 1e-5 * stats.n_stars)
+        self.step_tol = tolerance * config.step_tol
+        self.elbo_tol = tolerance * max(1.0, 1e-5 * stats.n_stars)
         self.passed = 0
 
     def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
@@ -341,7 +388,7 @@ class NewtonRunner:
             return -state.elbo, 0.0, "converged"
         old, new = moved
         median, spread = relative_change(old, new)
-        tol = self.config.step_tol
+        tol = self.step_tol
         small = median < tol and spread < 5.0 * tol and new.elbo - old.elbo < self.elbo_tol
         self.passed = self.passed + 1 if small and self.optimizer.steps > self.config.warmup else 0
         stop = None
@@ -354,8 +401,19 @@ class NewtonRunner:
     def store(self) -> None:
         newton_store(self.gp, self.problem, self.optimizer.state)
 
+    def adopt_step_controls(self, other: NewtonRunner) -> None:
+        """Start with the damping, trust radius and secant ratio that ``other`` (the coarse stage) ended with.
+
+        They describe the objective near its optimum, which the coarse grid shares with the training grid: started
+        afresh, the training grid's first theta step overshot alpha about fourfold (ρ back at 1) and three steps
+        each spent an evaluation on a location step that the stiff ELBO refused.
+        """
+        for name in ("damping", "location_radius", "curvature_scale"):
+            setattr(self.optimizer, name, getattr(other.optimizer, name))
+
     def optimizer_state(self) -> dict[str, Any]:
-        """Step count, stop-rule streak and the L-BFGS memory (plain tensors, for weights-only checkpoints).
+        """Step count, stop-rule streak, the L-BFGS memory and the step controls (plain values, for weights-only
+        checkpoints).
 
         Without them a resumed fit warms up again (q alone) and starts L-BFGS from a gradient step: measured on a
         300-star, M = 20 fit resumed after 4 of 8 steps, the map then differed from the uninterrupted one by a
@@ -367,6 +425,7 @@ class NewtonRunner:
             "lbfgs": [[[s.cpu(), y.cpu()] for s, y in self.optimizer.lbfgs.pairs]],
             "damping": self.optimizer.damping,
             "location_radius": self.optimizer.location_radius,
+            "curvature_scale": self.optimizer.curvature_scale,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -381,7 +440,8 @@ class NewtonRunner:
         # hyperparameters' L-BFGS memory, first)
         memory.extend((s.to(device), y.to(device)) for s, y in state["lbfgs"][-1])
         self.optimizer.damping = float(state.get("damping", 0.0))
-        self.optimizer.location_radius = float(state.get("location_radius", NewtonOptimizer.MAX_THETA_STEP))
+        self.optimizer.location_radius = float(state.get("location_radius", NewtonOptimizer.MAX_LOCATION_STEP))
+        self.optimizer.curvature_scale = float(state.get("curvature_scale", 1.0))
 
     def predictive(self) -> dict[str, np.ndarray]:
         """From the exact moments of the model extinction under the final q (with the conditional covariance)."""

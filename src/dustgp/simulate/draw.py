@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..catalog import Catalog
+from ..catalog import MIN_EXTINCTION_ERR, Catalog
 from ..grid import Grid
 from .observe import (
     DistanceErrorModel,
@@ -91,7 +91,9 @@ def simulate(
         Fractional extinction noise :math:`f_A` (the paper: 0.1).
     noise_floor : float
         Extinction noise floor :math:`\sigma_\mathrm{floor}`, mag, added in quadrature:
-        :math:`\sigma_{A,i} = \sqrt{\sigma_\mathrm{floor}^2 + (f_A A_{\mathrm{true},i})^2}` (the paper: 0).
+        :math:`\sigma_{A,i} = \sqrt{\sigma_\mathrm{floor}^2 + (f_A A_{\mathrm{true},i})^2}` (the paper: 0), and
+        never below :data:`~dustgp.catalog.MIN_EXTINCTION_ERR` (which only a star near ``d_min`` without a
+        foreground and without a floor comes near).
     distance_errors : tuple of float, optional
         Range (f_min, f_max) of the stars' fractional 1-sigma distance errors, 0 < f_min <= f_max < 1 (Gaia-like:
         (0.05, 0.20)); the catalogue distances are then scattered (see the notes of :mod:`dustgp.simulate`) and carry
@@ -131,7 +133,9 @@ def simulate(
 
     l, b, d = _draw_positions(region, rng, n_stars)
     truth = _star_extinction(region, background, chosen, foreground, l, b, d)
-    sigma = np.hypot(noise_floor, noise * truth)  # == noise * truth exactly when noise_floor == 0
+    # == noise * truth exactly when noise_floor == 0, but never below what a catalogue takes as plausible: without a
+    # foreground and a floor, a star at d_min would quote next to nothing (stiff skies go down to ~1e-5 mag)
+    sigma = np.maximum(np.hypot(noise_floor, noise * truth), MIN_EXTINCTION_ERR)
     observed = truth + sigma * rng.standard_normal(n_stars)
 
     # Further draws come from their own streams, so that each option leaves the other draws as they were.
