@@ -46,7 +46,8 @@ from baseline import CURRENT_SRC, measure_in, revision_src
 from bench_scaling import machine, versions
 from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
-from dustgp.likelihood import StarLikelihood, StarNodes, cell_extinction_moments
+from dustgp.likelihood import StarLikelihood, StarNodes
+from dustgp.sightlines import cell_extinction_moments
 from dustgp.simulate import simulate
 from dustgp.validation import compare_to_truth
 

@@ -11,8 +11,8 @@ from scipy import integrate, stats
 import dustgp
 from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
-from dustgp.likelihood import StarLikelihood, StarNodes, cell_extinction_moments
-from dustgp.sightlines import Sightlines
+from dustgp.likelihood import StarLikelihood, StarNodes
+from dustgp.sightlines import Sightlines, cell_extinction_moments
 from dustgp.simulate import simulate
 
 GRID = Grid(l=(60, 62, 2), b=(0, 1, 1), d=(100, 400, 30), ghost_cells=0)

@@ -44,9 +44,9 @@ From a distance and a symmetric uncertainty (or 16th/84th percentiles, whose hal
 posterior is log-normal with median d and log-width ``s = asinh(σ_d / d)``, which puts the 16th and 84th
 percentiles exactly ``2 σ_d`` apart; the nodes cut it into equal-probability slices (:func:`lognormal_nodes`), and
 each node's variance adds the spread of the model extinction across its slice, so that a cloud steeper than
-``σ_i / σ_d`` is not missed between nodes. From a parallax,
-the posterior under an exponentially decreasing space density prior ``p(d) ∝ d² exp(-d/L)`` (Bailer-Jones 2015)
-is tabulated and cut at its quantiles (:func:`parallax_nodes`). The cheaper ``"moment"`` treatment keeps one node
+``σ_i / σ_d`` is not missed between nodes. From a parallax, the posterior under an exponentially decreasing space
+density prior ``p(d) ∝ d² exp(-d/L)`` (Bailer-Jones 2015) is tabulated and cut at its quantiles
+(:func:`parallax_nodes`). The cheaper ``"moment"`` treatment keeps one node
 at the catalogue distance and adds the model's own slope to the variance, ``σ² + (ρ(d_i) σ_d)²`` (a first-order
 moment match, updated with the fit), where the older ``"inflate"`` takes the slope from neighbouring stars before
 the fit (:meth:`dustgp.catalog.Catalog.inflate_for_distance`).
@@ -65,14 +65,13 @@ from torch.nn import functional
 from .catalog import lognormal_nodes, parallax_nodes
 from .grid import Grid
 from .model_scatter import scatter_m_step
-from .sightlines import LN10, GaussianStatistics, Sightlines
+from .sightlines import GaussianStatistics, Sightlines
 
 __all__ = [
     "DISTANCE_TREATMENTS",
     "NOISE_MODELS",
     "StarLikelihood",
     "StarNodes",
-    "cell_extinction_moments",
     "lognormal_nodes",
     "parallax_nodes",
 ]
@@ -137,39 +136,6 @@ def _segment_logsumexp(values: torch.Tensor, segment: torch.Tensor, n: int) -> t
     return safe + torch.log(total)
 
 
-def cell_extinction_moments(mean: torch.Tensor, covariance: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
-    """Moments of the extinction through each cell when phi is Gaussian within each sightline column.
-
-    With ``u_j = ρ_j ℓ_j`` log-normal and ``C_J = Σ_{j<J} u_j`` the extinction in front of cell J, a star that
-    crosses a fraction f of cell J has ``A = C_J + f u_J``, so ``E[A]`` and ``E[A²]`` follow from the five
-    moments returned here (prefix sums of the first and second moments of u).
-
-    Parameters
-    ----------
-    mean : torch.Tensor, shape (n_columns, n_d)
-        Mean of phi, log10(mag/pc).
-    covariance : torch.Tensor, shape (n_columns, n_d, n_d)
-        Covariance of phi within each column, dex².
-    path_lengths : torch.Tensor, shape (n_d,)
-        pc.
-
-    Returns
-    -------
-    torch.Tensor, shape (5, n_columns, n_d)
-        ``E[C_J]``, ``E[u_J]`` (mag), ``E[C_J²]``, ``E[C_J u_J]``, ``E[u_J²]`` (mag²).
-    """
-    log_u = torch.log(path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
-    first = torch.exp(log_u)
-    second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
-    front = torch.cumsum(first, -1) - first
-    prefix = torch.cumsum(torch.cumsum(second, -1), -2)  # Σ_{j≤a, k≤b}
-    diag_prefix = prefix.diagonal(dim1=-2, dim2=-1)
-    front_sq = torch.cat([torch.zeros_like(diag_prefix[..., :1]), diag_prefix[..., :-1]], dim=-1)
-    column_prefix = torch.cumsum(second, -2) - second  # Σ_{j<a} second[j, b]
-    front_u = column_prefix.diagonal(dim1=-2, dim2=-1)
-    return torch.stack([front, first, front_sq, front_u, second.diagonal(dim1=-2, dim2=-1)])
-
-
 class StarLikelihood:
     """The likelihood of a catalogue on a grid, with its latent-variable posteriors (see the module docstring).
 
@@ -221,6 +187,7 @@ class StarLikelihood:
         self.nodes, self.noise, self.nu = nodes, noise, float(nu)
         self.scatter, self.learn_scatter = (float(scatter[0]), float(scatter[1])), learn_scatter
         self.outlier_fraction, self.learn_outlier_fraction = float(outlier_fraction), learn_outlier_fraction
+        self.update_start = (self.outlier_fraction, self.scatter)  # see update_nodes
         as_t = {"dtype": dtype, "device": device}
         self.dtype, self.device = dtype, torch.device(device)
         self.a_star = torch.as_tensor(np.array(extinction, dtype=float), **as_t)
@@ -263,7 +230,10 @@ class StarLikelihood:
     # the latent posteriors given the moments of the model extinction at each node
 
     def node_moments(self, cell_moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``E[A_mod]`` and ``E[A_mod²]`` at every node from :func:`cell_extinction_moments` (columns first)."""
+        """``E[A_mod]`` and ``E[A_mod²]`` at every node from the cell moments (columns first).
+
+        ``cell_moments``: :func:`~dustgp.sightlines.cell_extinction_moments`.
+        """
         flat = cell_moments.reshape(5, -1)
         front, first, front_sq, front_u, second = (flat[i].index_select(0, self.flat_cell) for i in range(5))
         f = self.fraction
@@ -276,7 +246,7 @@ class StarLikelihood:
         Parameters
         ----------
         cell_moments : torch.Tensor, shape (5, n_columns, n_d)
-            :func:`cell_extinction_moments` of the current q(ρ) on the training grid.
+            :func:`~dustgp.sightlines.cell_extinction_moments` of the current q(ρ) on the training grid.
         rounds : int
             Alternations of the node and t-scale (or ε) updates, each raising the ELBO.
         """
@@ -292,7 +262,13 @@ class StarLikelihood:
     def update_nodes(
         self, mean_a: torch.Tensor, mean_a2: torch.Tensor, cell_moments: torch.Tensor | None = None, rounds: int = 3
     ) -> None:
-        """:meth:`update` from ``E[A_mod]`` and ``E[A_mod²]`` at the nodes (mag, mag²), e.g. Monte Carlo ones."""
+        """:meth:`update` from ``E[A_mod]`` and ``E[A_mod²]`` at the nodes (mag, mag²), e.g. Monte Carlo ones.
+
+        Its rounds move ε and the scatter, so ``update_start`` keeps the values they started from: checkpoints hold
+        it, and a resumed newton fit repeats the last update from there at the same q (from the final values it
+        would take one update more than the uninterrupted fit).
+        """
+        self.update_start = (self.outlier_fraction, self.scatter)
         if self.moment_err is not None and cell_moments is not None:  # the model's slope dA/dd at the star: ρ there
             lengths = torch.as_tensor(self.nodes.sightlines.grid.path_lengths, dtype=self.dtype, device=self.device)
             slope = cell_moments[1].reshape(-1).index_select(0, self.flat_cell) / lengths[self.cell]

@@ -26,7 +26,7 @@ import torch
 
 from .grid import Grid
 
-__all__ = ["GaussianStatistics", "Sightlines", "cumulative_extinction"]
+__all__ = ["GaussianStatistics", "Sightlines", "cell_extinction_moments", "cumulative_extinction"]
 
 LN10 = math.log(10.0)
 
@@ -339,3 +339,36 @@ class GaussianStatistics:
         second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
         chi2 = (h * second).sum() - 2.0 * (t * first).sum()
         return -0.5 * chi2 - 0.5 * self.constant
+
+
+def cell_extinction_moments(mean: torch.Tensor, covariance: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
+    """Moments of the extinction through each cell when phi is Gaussian within each sightline column.
+
+    With ``u_j = ρ_j ℓ_j`` log-normal and ``C_J = Σ_{j<J} u_j`` the extinction in front of cell J, a star that
+    crosses a fraction f of cell J has ``A = C_J + f u_J``, so ``E[A]`` and ``E[A²]`` follow from the five
+    moments returned here (prefix sums of the first and second moments of u).
+
+    Parameters
+    ----------
+    mean : torch.Tensor, shape (n_columns, n_d)
+        Mean of phi, log10(mag/pc).
+    covariance : torch.Tensor, shape (n_columns, n_d, n_d)
+        Covariance of phi within each column, dex².
+    path_lengths : torch.Tensor, shape (n_d,)
+        pc.
+
+    Returns
+    -------
+    torch.Tensor, shape (5, n_columns, n_d)
+        ``E[C_J]``, ``E[u_J]`` (mag), ``E[C_J²]``, ``E[C_J u_J]``, ``E[u_J²]`` (mag²).
+    """
+    log_u = torch.log(path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
+    first = torch.exp(log_u)
+    second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
+    front = torch.cumsum(first, -1) - first
+    prefix = torch.cumsum(torch.cumsum(second, -1), -2)  # Σ_{j≤a, k≤b}
+    diag_prefix = prefix.diagonal(dim1=-2, dim2=-1)
+    front_sq = torch.cat([torch.zeros_like(diag_prefix[..., :1]), diag_prefix[..., :-1]], dim=-1)
+    column_prefix = torch.cumsum(second, -2) - second  # Σ_{j<a} second[j, b]
+    front_u = column_prefix.diagonal(dim1=-2, dim2=-1)
+    return torch.stack([front, first, front_sq, front_u, second.diagonal(dim1=-2, dim2=-1)])

@@ -170,8 +170,12 @@ def fit(
         )
     likelihood = star_likelihood(on_grid, sightlines, config, dtype=dtype, device=device)
     if previous and "likelihood" in previous:
-        likelihood.outlier_fraction = float(previous["likelihood"]["outlier_fraction"])
-        likelihood.scatter = tuple(float(v) for v in previous["likelihood"].get("scatter", likelihood.scatter))
+        # where the last update of the latent posteriors started (older checkpoints: where it ended); a newton fit
+        # repeats that update at the restored q, so the resumed fit takes the uninterrupted one's steps
+        saved = previous["likelihood"]
+        start = saved.get("update_start", saved)
+        likelihood.outlier_fraction = float(start["outlier_fraction"])
+        likelihood.scatter = tuple(float(v) for v in start.get("scatter", likelihood.scatter))
     stats = likelihood.statistics()
     cells_pc = torch.as_tensor(grid.cell_centers_xyz(), dtype=dtype, device=device)
 

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 
 from ..grid import Grid
-from ..likelihood import StarLikelihood, cell_extinction_moments
+from ..likelihood import StarLikelihood
 from ..linalg import batched_eigh
 from ..model import DustGP
-from ..sightlines import GaussianStatistics
+from ..sightlines import GaussianStatistics, cell_extinction_moments
 from .config import FitConfig
 from .exact_elbo import DTYPE, Geometry, NewtonProblem, NewtonState, evaluate, pack, transport
 from .stopping import elbo_rule_fires
@@ -172,7 +172,7 @@ class NewtonOptimizer:
     Attributes
     ----------
     cell_moments : torch.Tensor, shape (5, n_columns, n_d)
-        :func:`~dustgp.likelihood.cell_extinction_moments` at the current state (for posterior predictive checks).
+        :func:`~dustgp.sightlines.cell_extinction_moments` at the current state (for posterior predictive checks).
     """
 
     #: fractions of the (hyperparameter, inducing location) steps tried, with a full natural-gradient step of q,

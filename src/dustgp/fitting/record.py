@@ -162,6 +162,16 @@ class Fit:
         )
 
 
+def _likelihood_state(result: Fit) -> dict[str, Any]:
+    """The noise model's learned parameters, and those its last latent update started from (for a resume)."""
+    source = result.likelihood or result.config
+    state: dict[str, Any] = {"outlier_fraction": source.outlier_fraction, "scatter": list(source.scatter)}
+    if result.likelihood is not None:
+        fraction, scatter = result.likelihood.update_start
+        state["update_start"] = {"outlier_fraction": fraction, "scatter": list(scatter)}
+    return state
+
+
 def checkpoint_payload(
     result: Fit, optimizer_state: dict[str, Any] | None, rng_state: torch.Tensor | None
 ) -> dict[str, Any]:
@@ -183,10 +193,7 @@ def checkpoint_payload(
         "seconds": result.seconds,
         "stars": dict(result.stars),
         "data_fingerprint": result.data_fingerprint,
-        "likelihood": {
-            "outlier_fraction": (result.likelihood or result.config).outlier_fraction,
-            "scatter": list((result.likelihood or result.config).scatter),
-        },
+        "likelihood": _likelihood_state(result),
         "learned": result.learned,
         "star_distances": (
             None if result.star_distances is None else torch.as_tensor(result.star_distances, dtype=torch.float64)
