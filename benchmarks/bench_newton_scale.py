@@ -1,7 +1,9 @@
 """Cost of one outer step of the second-order method (``method="newton"``) at 10⁶ stars and ~10⁵ training cells.
 
-Reuses the simulated sky, grids and memory probe of ``bench_scaling.py``; times each outer step (a natural-gradient
-step of q(v) and an L-BFGS step of the hyperparameters, with their trial evaluations) and records the peak memory.
+Reuses the simulated sky, grids and memory probe of ``bench_scaling.py``; times each outer step on the training grid
+(a natural-gradient step of q(v) and, after the two warm-up steps, a Fisher step of the hyperparameters with an
+L-BFGS step of the inducing locations, with their trial evaluations; no coarse stage, whose steps are cheaper) and
+records the peak memory.
 
     .venv/bin/python benchmarks/bench_newton_scale.py                  # 10⁶ stars, ~10⁵ cells, M = 1000, 3 steps
     .venv/bin/python benchmarks/bench_newton_scale.py --quick          # 10⁵ stars, ~10⁴ cells, M = 300
@@ -52,7 +54,7 @@ def main() -> None:
             start = time.perf_counter()
             fit = dustgp.fit(
                 stars.catalog(n_stars), grid, method="newton", inducing_points=inducing, length_scale=20.0,
-                max_iterations=args.steps, stop="none", seed=1, progress=False,
+                max_iterations=args.steps, stop="none", seed=1, progress=False, coarse_start=False,
             )  # fmt: skip
             total = time.perf_counter() - start
     finally:
