@@ -334,11 +334,17 @@ class GaussianStatistics:
             ``E[∂ℓ/∂phi]`` and ``½ E[∂²ℓ/∂phi²]``, which the second-order fit uses).
         """
         h, t = self.column_blocks() if blocks is None else blocks
-        log_u = torch.log(self.path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
-        first = torch.exp(log_u)
-        second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
+        first, second = _lognormal_moments(mean, covariance, self.path_lengths)
         chi2 = (h * second).sum() - 2.0 * (t * first).sum()
         return -0.5 * chi2 - 0.5 * self.constant
+
+
+def _lognormal_moments(
+    mean: torch.Tensor, covariance: torch.Tensor, path_lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``E[u_j]`` (mag) and ``E[u_j u_k]`` (mag², within each column) of ``u_j = 10^phi_j ℓ_j``, phi Gaussian."""
+    log_u = torch.log(path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
+    return torch.exp(log_u), torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
 
 
 def cell_extinction_moments(mean: torch.Tensor, covariance: torch.Tensor, path_lengths: torch.Tensor) -> torch.Tensor:
@@ -362,9 +368,7 @@ def cell_extinction_moments(mean: torch.Tensor, covariance: torch.Tensor, path_l
     torch.Tensor, shape (5, n_columns, n_d)
         ``E[C_J]``, ``E[u_J]`` (mag), ``E[C_J²]``, ``E[C_J u_J]``, ``E[u_J²]`` (mag²).
     """
-    log_u = torch.log(path_lengths) + LN10 * mean + (0.5 * LN10**2) * covariance.diagonal(dim1=-2, dim2=-1)
-    first = torch.exp(log_u)
-    second = torch.exp(log_u[..., :, None] + log_u[..., None, :] + LN10**2 * covariance)
+    first, second = _lognormal_moments(mean, covariance, path_lengths)
     front = torch.cumsum(first, -1) - first
     prefix = torch.cumsum(torch.cumsum(second, -1), -2)  # Σ_{j≤a, k≤b}
     diag_prefix = prefix.diagonal(dim1=-2, dim2=-1)
