@@ -193,13 +193,13 @@ def fit(
         cells = cells_pc / gp.length_unit
         runner: Runner
         if newton:
-            coarse = None
+            coarse_runner = None
             if previous is None and coarse_start_grid(grid, config) is not None:
-                result.seconds, coarse = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
+                result.seconds, coarse_runner = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
                 stats = likelihood.statistics()  # with what the coarse stage learned of the noise model
             runner = NewtonRunner(gp, cells, stats, grid, config, likelihood)
-            if coarse is not None:
-                runner.adopt_step_controls(coarse)
+            if coarse_runner is not None:
+                runner.adopt_step_controls(coarse_runner)
             if previous:
                 runner.restore(previous["optimizer"])
         else:
@@ -318,9 +318,8 @@ def _train(
 
 
 #: The coarse stage stops at this multiple of the stop rule's tolerances: its optimum is not the training grid's, and
-#: polishing it further is wasted. Measured on Section 3 (fit seeds 1-3), the two optima differ by 0.07-0.09 in
-#: ln alpha and 0.03-0.06 in ln gamma, while the last six to nine coarse steps under the full tolerances moved them
-#: by less than 0.01 (docs: Design notes, "Where newton's steps go").
+#: its last steps under the full tolerances move the hyperparameters far less than the two optima differ (docs:
+#: Design notes, "Where newton's steps go").
 COARSE_TOLERANCE = 5.0
 
 

@@ -180,19 +180,19 @@ class NewtonOptimizer:
     THETA_TRIALS = ((1.0, 1.0), (1.0, 0.0), (0.25, 0.25), (0.05, 0.05))
     #: natural-gradient step lengths of q tried, as fractions of the longest allowed
     BETAS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
-    #: largest change of any hyperparameter in one step (c in dex; ln alpha, ln gamma). Longer steps shortened the
-    #: Section 3 fits, where alpha travels from 0.5 to 0.04 dex², but sent the hyperparameters of skies with an
-    #: empty foreground far from theirs while q was still far from its optimum: with 0.7, 1.0, or a trust radius
-    #: growing from 0.3 to 1.0, stiff skies ran to 200 steps unconverged (docs: Design notes, "Where newton's
-    #: steps go")
+    #: largest change of any hyperparameter in one step (c in dex; ln alpha, ln gamma). Longer steps, taken while q
+    #: is still far from its optimum, send the hyperparameters of stiff skies (an empty foreground, tiny sigmas) far
+    #: from theirs, and such fits stopped converging (docs: Design notes, "Where newton's steps go")
     MAX_HYPER_STEP = 0.3
     #: largest change of any inducing location coordinate in one step (length units), the trust radius's ceiling
     MAX_LOCATION_STEP = 0.3
-    #: below this trust radius the inducing locations are held for a step while it doubles. The ELBO is stiff in
-    #: them once the map is pinned: on the Section 3 training grid a step of 10⁻⁴ along their gradient gained
-    #: 0.04 nats and one of 10⁻³ lost 0.4, so every step that moved them was refused down to a radius of 10⁻³,
-    #: each at the price of an evaluation of the ELBO (docs: Design notes, "Where newton's steps go")
+    #: below this trust radius the inducing locations are held for a step while it doubles. Once the stars pin the
+    #: map, the ELBO is so stiff in the locations that steps this short are refused and gain next to nothing
+    #: where taken, each refusal at the price of an evaluation of the ELBO (docs: Design notes, "Where newton's
+    #: steps go")
     MIN_LOCATION_STEP = 0.01
+    #: the step controls that checkpoints keep and the training grid's fit takes over from the coarse stage
+    STEP_CONTROLS = ("damping", "location_radius", "curvature_scale")
     #: bounds of the secant ratio ρ by which the Fisher information is scaled (:meth:`secant_ratio`)
     SECANT_BOUNDS = (1.0, 10.0)
     #: largest change of the mean of phi in any cell in one step, dex: Newton steps on a log-normal model
@@ -288,11 +288,10 @@ class NewtonOptimizer:
         ``y`` is the change of the gradient of -ELBO, so ρ compares the curvature met along the step with the one
         Fisher scoring assumed (the scaling of a quasi-Newton matrix by one secant pair, Nocedal & Wright 2006,
         §6.1). The pseudo-data's Fisher information leaves out how the conditional variance of the cells, which the
-        stars see, depends on theta, and q moves with theta: on Section 3 fits ρ was 1.5-7 at almost every step,
-        and the unscaled steps overshot alpha and the scale lengths about twofold and were then refused or
-        oscillated. ρ is held to ``SECANT_BOUNDS``: at least 1 (never a step longer than Fisher scoring's),
-        at most 10 (first steps, with q far from its optimum, measured up to 230). Unchanged when the step has no
-        Fisher curvature to compare with.
+        stars see, depends on theta, and q moves with theta, so it underestimates the curvature and the unscaled
+        steps overshoot (docs: Design notes, "Where newton's steps go"). ρ is held to ``SECANT_BOUNDS``: at least
+        1 (never a step longer than Fisher scoring's) and at most 10 (the first steps, with q far from its
+        optimum, meet far more). Unchanged when the step has no Fisher curvature to compare with.
         """
         low, high = self.SECANT_BOUNDS
         s = (new.theta - old.theta)[:5]
@@ -405,10 +404,10 @@ class NewtonRunner:
         """Start with the damping, trust radius and secant ratio that ``other`` (the coarse stage) ended with.
 
         They describe the objective near its optimum, which the coarse grid shares with the training grid: started
-        afresh, the training grid's first theta step overshot alpha about fourfold (ρ back at 1) and three steps
-        each spent an evaluation on a location step that the stiff ELBO refused.
+        afresh, the training grid's first theta step overshoots (ρ back at 1) and its first steps spend evaluations
+        on location steps that the stiff ELBO refuses.
         """
-        for name in ("damping", "location_radius", "curvature_scale"):
+        for name in NewtonOptimizer.STEP_CONTROLS:
             setattr(self.optimizer, name, getattr(other.optimizer, name))
 
     def optimizer_state(self) -> dict[str, Any]:
@@ -423,9 +422,7 @@ class NewtonRunner:
             "steps": self.optimizer.steps,
             "passed": self.passed,
             "lbfgs": [[[s.cpu(), y.cpu()] for s, y in self.optimizer.lbfgs.pairs]],
-            "damping": self.optimizer.damping,
-            "location_radius": self.optimizer.location_radius,
-            "curvature_scale": self.optimizer.curvature_scale,
+            **{name: getattr(self.optimizer, name) for name in NewtonOptimizer.STEP_CONTROLS},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -439,9 +436,9 @@ class NewtonRunner:
         # the inducing locations' memory is the last (checkpoints before Fisher scoring also held the
         # hyperparameters' L-BFGS memory, first)
         memory.extend((s.to(device), y.to(device)) for s, y in state["lbfgs"][-1])
-        self.optimizer.damping = float(state.get("damping", 0.0))
-        self.optimizer.location_radius = float(state.get("location_radius", NewtonOptimizer.MAX_LOCATION_STEP))
-        self.optimizer.curvature_scale = float(state.get("curvature_scale", 1.0))
+        for name in NewtonOptimizer.STEP_CONTROLS:  # older checkpoints lack some: those start afresh
+            if name in state:
+                setattr(self.optimizer, name, float(state[name]))
 
     def predictive(self) -> dict[str, np.ndarray]:
         """From the exact moments of the model extinction under the final q (with the conditional covariance)."""
