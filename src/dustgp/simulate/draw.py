@@ -134,7 +134,7 @@ def simulate(
     l, b, d = _draw_positions(region, rng, n_stars)
     truth = _star_extinction(region, background, chosen, foreground, l, b, d)
     # == noise * truth exactly when noise_floor == 0, but never below what a catalogue takes as plausible: without a
-    # foreground and a floor, a star at d_min would quote next to nothing (stiff skies go down to ~1e-5 mag)
+    # foreground and a floor, a star just behind d_min would quote next to nothing
     sigma = np.maximum(np.hypot(noise_floor, noise * truth), MIN_EXTINCTION_ERR)
     observed = truth + sigma * rng.standard_normal(n_stars)
 
