@@ -100,7 +100,7 @@ def test_transport_holds_the_site_of_q_in_u_space() -> None:
     assert torch.allclose(transport(old, old, m, l_precision)[0], m, atol=1e-10)  # the same theta: q unchanged
     new_theta = theta + 0.1 * torch.randn(theta.shape, generator=gen, dtype=torch.float64)
     new = Geometry.at(problem, new_theta)
-    m_new, l_new = transport(old, new, m, l_precision)
+    m_new, l_new, precision_new = transport(old, new, m, l_precision)
 
     m_size = m.shape[0]
     ones = torch.ones(m_size, dtype=torch.float64)
@@ -115,11 +115,12 @@ def test_transport_holds_the_site_of_q_in_u_space() -> None:
     expected_m = torch.linalg.solve_triangular(new.l_zz, (mu_new - c_new)[:, None], upper=False)[:, 0]
     expected_precision = new.l_zz.T @ p_new @ new.l_zz
     precision = l_new @ l_new.T
+    assert torch.allclose(precision_new, precision, atol=1e-12 * float(precision.abs().max()))  # Λ as factorised
     assert torch.allclose(m_new, expected_m, atol=1e-8 * float(expected_m.abs().max()))
     assert torch.allclose(precision, expected_precision, atol=1e-8 * float(expected_precision.abs().max()))
     # the directions the site leaves alone follow the prior: Λ_new - I = Rᵀ (Λ - I) R keeps the rank of Λ - I
     flat = torch.linalg.cholesky(torch.eye(m_size, dtype=torch.float64) + torch.diag(ones * (torch.arange(m_size) < 3)))
-    _, l_flat = transport(old, new, m, flat)
+    _, l_flat, _ = transport(old, new, m, flat)
     rank = torch.linalg.matrix_rank(l_flat @ l_flat.T - torch.eye(m_size, dtype=torch.float64), atol=1e-9)
     assert int(rank) == 3
 

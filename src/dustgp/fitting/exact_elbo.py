@@ -196,10 +196,18 @@ class NewtonState:
     fisher: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
     _grad_cov: torch.Tensor | None = field(default=None, repr=False)  # ∂E/∂Σ per column, for floored_target
+    _precision: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def theta(self) -> torch.Tensor:
         return self.geometry.theta
+
+    @property
+    def precision(self) -> torch.Tensor:
+        """Λ = L_Λ L_Λᵀ: as the step that made this state formed it, else formed once (an M × M product)."""
+        if self._precision is None:
+            self._precision = self.l_precision @ self.l_precision.T
+        return self._precision
 
     def with_gradients(self, problem: NewtonProblem) -> NewtonState:
         """Fill in the ELBO gradient in m, the natural-gradient target precision and the theta gradient."""
@@ -209,7 +217,8 @@ class NewtonState:
         g_mu, g_cov = torch.autograd.grad(c["ell"], [c["mean_leaf"], c["cov_leaf"]])
         g_cov = 0.5 * (g_cov + g_cov.transpose(1, 2))
         k_col = k.view(problem.n_columns, problem.n_d, m_size)
-        grad_t = k.T @ torch.bmm(g_cov, k_col).view(n, m_size)  # Kᵀ G K: the second n × M × M product
+        g_k = torch.bmm(g_cov, k_col)  # n × M, reused below for G Y: fresh n × M arrays cost page faults
+        grad_t = k.T @ g_k.view(n, m_size)  # Kᵀ G K: the second n × M × M product
         g_mu = g_mu.reshape(-1)
         # Aᵀ G A = ∂E/∂S = L_zz⁻¹ grad_t L_zz⁻ᵀ (grad_t is symmetric): two triangular solves, not two products
         half = torch.linalg.solve_triangular(geo.l_zz, grad_t, upper=False)
@@ -219,8 +228,8 @@ class NewtonState:
         self.grad_m = geo.x_inv @ grad_w - self.m
         self._grad_cov = g_cov
         if problem.learn_hyperparameters:
-            grad_k = torch.bmm(g_cov, y.view_as(k_col)).view(n, m_size).mul_(2.0)
-            grad_k.add_(g_mu[:, None] * w[None, :])
+            grad_k = torch.bmm(g_cov, y.view_as(k_col), out=g_k).view(n, m_size).mul_(2.0)
+            grad_k.addr_(g_mu, w)
             _, alpha, gamma, z = problem.unpack(geo.theta)
             k_zz = rbf_cross_covariance(z, z, gamma, alpha)
             self.grad_theta = _theta_gradient(problem, self, k_zz, grad_k, grad_t, grad_w, g_mu, g_cov)
@@ -321,9 +330,13 @@ def hyperparameter_fisher(z: torch.Tensor, gamma: torch.Tensor, k_zz: torch.Tens
 
 @torch.no_grad()
 def transport(
-    old: Geometry, new: Geometry, m: torch.Tensor, l_precision: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whitened ``(m, L_Λ)`` at ``new.theta`` of the posterior with the same site as q at ``old.theta``.
+    old: Geometry,
+    new: Geometry,
+    m: torch.Tensor,
+    l_precision: torch.Tensor,
+    precision: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whitened ``(m, L_Λ, Λ)`` at ``new.theta`` of the posterior with the same site as q at ``old.theta``.
 
     q(u) ∝ p(u | theta) t(u): the Gaussian site t carries what the stars say, the prior the rest. Moving theta
     with the site held, q follows the new prior where the stars say little and stays where they constrain it
@@ -332,20 +345,23 @@ def transport(
     hyperparameter step short. Λ ⪰ I gives Λ_new ⪰ I.
 
     The mean: with ``b = (Λ - I) L_old⁻¹ (c_old - c_new) 1 + Λ m``, ``m_new = Λ_new⁻¹ Rᵀ b`` (from the site's
-    natural parameters ``L_old⁻ᵀ (Λ - I) L_old⁻¹`` and ``L_old⁻ᵀ [(Λ - I) L_old⁻¹ c_old 1 + Λ m]``).
+    natural parameters ``L_old⁻ᵀ (Λ - I) L_old⁻¹`` and ``L_old⁻ᵀ [(Λ - I) L_old⁻¹ c_old 1 + Λ m]``). ``precision``,
+    Λ at ``old.theta`` where the caller has it, saves forming it from ``l_precision``.
     """
     r = torch.linalg.solve_triangular(old.l_zz, new.l_zz, upper=False)
     eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
-    precision = l_precision @ l_precision.T
+    if precision is None:
+        precision = l_precision @ l_precision.T
     site = precision - eye
     target = eye + r.T @ site @ r
-    l_prec_new, info = torch.linalg.cholesky_ex(0.5 * (target + target.T))
+    target = 0.5 * (target + target.T)
+    l_prec_new, info = torch.linalg.cholesky_ex(target)
     if int(info):
         raise torch.linalg.LinAlgError("the transported precision is not positive definite")
     shift = old.x_inv.sum(dim=1) * float(old.theta[0] - new.theta[0])  # L_old⁻¹ (c_old - c_new) 1
     b = site @ shift + precision @ m
     half = torch.linalg.solve_triangular(l_prec_new, (r.T @ b)[:, None], upper=False)
-    return torch.linalg.solve_triangular(l_prec_new.T, half, upper=True)[:, 0], l_prec_new
+    return torch.linalg.solve_triangular(l_prec_new.T, half, upper=True)[:, 0], l_prec_new, target
 
 
 @torch.no_grad()
@@ -369,8 +385,14 @@ def rewhiten(
 
 
 @torch.no_grad()
-def evaluate(problem: NewtonProblem, geometry: Geometry, m: torch.Tensor, l_precision: torch.Tensor) -> NewtonState:
-    """The exact ELBO at (theta, q); keeps what :meth:`NewtonState.with_gradients` needs."""
+def evaluate(
+    problem: NewtonProblem,
+    geometry: Geometry,
+    m: torch.Tensor,
+    l_precision: torch.Tensor,
+    precision: torch.Tensor | None = None,
+) -> NewtonState:
+    """The exact ELBO at (theta, q); keeps what :meth:`NewtonState.with_gradients` needs (and Λ, if given)."""
     geo = geometry
     m_size = m.shape[0]
     eye = torch.eye(m_size, dtype=DTYPE, device=m.device)
@@ -397,4 +419,5 @@ def evaluate(problem: NewtonProblem, geometry: Geometry, m: torch.Tensor, l_prec
         mean=mean.detach(),
         variance=cov.detach().diagonal(dim1=-2, dim2=-1).clone(),
         _cache={"y": y, "w": w, "t": t, "ell": ell, "mean_leaf": mean_leaf, "cov_leaf": cov_leaf},
+        _precision=precision,
     )

@@ -95,9 +95,11 @@ def floored_target(state: NewtonState, problem: NewtonProblem) -> torch.Tensor:
     return torch.eye(m_size, dtype=DTYPE, device=geo.k.device) + 0.5 * (curvature + curvature.T)
 
 
-def propose(state: NewtonState, beta: float, problem: NewtonProblem) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """q after a natural-gradient step of length ``beta``: ``(m, L_Λ)``, or None if Λ is not positive definite."""
-    precision = state.l_precision @ state.l_precision.T
+def propose(
+    state: NewtonState, beta: float, problem: NewtonProblem
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """q after a natural-gradient step of length ``beta``: ``(m, L_Λ, Λ)``, or None if Λ is not positive definite."""
+    precision = state.precision
     for attempt in range(2):
         if attempt:  # the exact target was indefinite: floor it once and keep the floored one
             if state._grad_cov is None:
@@ -105,9 +107,10 @@ def propose(state: NewtonState, beta: float, problem: NewtonProblem) -> tuple[to
             state.precision_target, state._grad_cov = floored_target(state, problem), None
         beta_s = PRECISION_DAMPING * beta
         blended = (1.0 - beta_s) * precision + beta_s * state.precision_target
-        l_new, info = torch.linalg.cholesky_ex(0.5 * (blended + blended.T))
+        blended = 0.5 * (blended + blended.T)
+        l_new, info = torch.linalg.cholesky_ex(blended)
         if int(info) == 0:
-            return state.m + beta * precision_solve(l_new, state.grad_m), l_new
+            return state.m + beta * precision_solve(l_new, state.grad_m), l_new, blended
     return None
 
 
@@ -176,8 +179,11 @@ class NewtonOptimizer:
     """
 
     #: fractions of the (hyperparameter, inducing location) steps tried, with a full natural-gradient step of q,
-    #: before q alone; the second holds the locations, whose L-BFGS step is the one more often too long
-    THETA_TRIALS = ((1.0, 1.0), (1.0, 0.0), (0.25, 0.25), (0.05, 0.05))
+    #: before q alone; the second holds the locations, whose L-BFGS step is the one more often too long. Where
+    #: both are refused, q alone is tried next, not shorter theta steps: on the Section 3 fits no shorter theta
+    #: step was ever taken, while q's own step was to blame (docs: Design notes, "Where newton's steps go"); a
+    #: theta step that was too long is shortened by the Levenberg damping of the next step (:meth:`_adapt`)
+    THETA_TRIALS = ((1.0, 1.0), (1.0, 0.0))
     #: natural-gradient step lengths of q tried, as fractions of the longest allowed
     BETAS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
     #: largest change of any hyperparameter in one step (c in dex; ln alpha, ln gamma). Longer steps, taken while q
@@ -189,10 +195,11 @@ class NewtonOptimizer:
     #: below this trust radius the inducing locations are held for a step while it doubles. Once the stars pin the
     #: map, the ELBO is so stiff in the locations that steps this short are refused and gain next to nothing
     #: where taken, each refusal at the price of an evaluation of the ELBO (docs: Design notes, "Where newton's
-    #: steps go")
+    #: steps go"). The n-th refusal in a row shrinks the radius by 4^(2^(n-1)) (at most 4^32), so the locations
+    #: are held for 2, 4, 8, ... steps: an exponential back-off
     MIN_LOCATION_STEP = 0.01
     #: the step controls that checkpoints keep and the training grid's fit takes over from the coarse stage
-    STEP_CONTROLS = ("damping", "location_radius", "curvature_scale")
+    STEP_CONTROLS = ("damping", "location_radius", "curvature_scale", "location_refusals")
     #: bounds of the secant ratio ρ by which the Fisher information is scaled (:meth:`secant_ratio`)
     SECANT_BOUNDS = (1.0, 10.0)
     #: largest change of the mean of phi in any cell in one step, dex: Newton steps on a log-normal model
@@ -216,6 +223,7 @@ class NewtonOptimizer:
         self.damping = 0.0  # Levenberg damping of the Fisher step (relative to its diagonal)
         self.location_radius = self.MAX_LOCATION_STEP  # largest step of any inducing location coordinate
         self.curvature_scale = 1.0  # ρ: the Fisher information is scaled by it (secant_ratio)
+        self.location_refusals = 0  # location steps refused in a row (the back-off of MIN_LOCATION_STEP)
         self.steps = 0
         self.cell_moments: torch.Tensor | None = None
         state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
@@ -270,17 +278,22 @@ class NewtonOptimizer:
 
         A full hyperparameter step accepted halves the damping (down to none); one cut short quadruples it. The
         locations' radius doubles after a full step (up to ``MAX_LOCATION_STEP``) or one that ``held`` them below
-        ``MIN_LOCATION_STEP``, shrinks fourfold when the trial that held them was taken (they were to blame) and
-        halves when both were cut short.
+        ``MIN_LOCATION_STEP``, shrinks when the trial that held them was taken (they were to blame: fourfold, and
+        more for each refusal in a row, see ``MIN_LOCATION_STEP``) and halves when both were cut short.
         """
         if hyper_fraction == 1.0:
             self.damping = self.damping / 2.0 if self.damping > 0.05 else 0.0
         else:
             self.damping = max(1.0, 4.0 * self.damping)
+        if location_fraction == 1.0 and not held:
+            self.location_refusals = 0
         if held or location_fraction == 1.0:
             self.location_radius = min(self.MAX_LOCATION_STEP, 2.0 * self.location_radius)
+        elif hyper_fraction == 1.0:
+            self.location_refusals += 1
+            self.location_radius *= 0.25 ** (2 ** min(int(self.location_refusals) - 1, 5))
         else:
-            self.location_radius *= 0.25 if hyper_fraction == 1.0 else 0.5
+            self.location_radius *= 0.5
 
     def secant_ratio(self, old: NewtonState, new: NewtonState) -> float:
         """``ρ = sᵀy / sᵀ I s`` over the hyperparameters for the accepted step ``s`` from ``old`` to ``new``.
@@ -339,8 +352,6 @@ class NewtonOptimizer:
                 self.state = candidate
                 self.steps += 1
                 return old, candidate
-            if (fh, fz) == self.THETA_TRIALS[-1]:
-                self.lbfgs.pairs.clear()  # no theta step along this direction helped: forget its curvature
         return None
 
 
@@ -401,14 +412,17 @@ class NewtonRunner:
         newton_store(self.gp, self.problem, self.optimizer.state)
 
     def adopt_step_controls(self, other: NewtonRunner) -> None:
-        """Start with the damping, trust radius and secant ratio that ``other`` (the coarse stage) ended with.
+        """Start with the step controls that ``other`` (the coarse stage) ended with, the locations' trust radius
+        at most ``MIN_LOCATION_STEP``.
 
-        They describe the objective near its optimum, which the coarse grid shares with the training grid: started
-        afresh, the training grid's first theta step overshoots (ρ back at 1) and its first steps spend evaluations
-        on location steps that the stiff ELBO refuses.
+        The damping and the secant ratio describe the objective near its optimum, which the coarse grid shares with
+        the training grid: started afresh, the training grid's first theta step overshoots (ρ back at 1). The
+        locations' radius does not carry over: the training grid's ELBO is far stiffer in them, and steps the
+        coarse grid took (0.3) were refused there by 10⁴-10⁵ nats.
         """
         for name in NewtonOptimizer.STEP_CONTROLS:
             setattr(self.optimizer, name, getattr(other.optimizer, name))
+        self.optimizer.location_radius = min(self.optimizer.location_radius, NewtonOptimizer.MIN_LOCATION_STEP)
 
     def optimizer_state(self) -> dict[str, Any]:
         """Step count, stop-rule streak, the L-BFGS memory and the step controls (plain values, for weights-only
