@@ -186,6 +186,8 @@ def fit_and_score(
         "converged": fit.converged,
         "iterations": fit.iterations,
         "coarse_start": bool(getattr(fit.config, "coarse_start", False)),
+        "foreground": getattr(fit, "foreground", None),
+        "trained_ghost_cells": fit.grid.ghost_cells,
         "coarse_steps": coarse.steps,
         "coarse_seconds": coarse.seconds,
         "max_iterations": fit.config.max_iterations,

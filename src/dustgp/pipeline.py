@@ -400,6 +400,7 @@ def run(
                 **({"holdout": int(config.output.get("holdout_seed", 0))} if held_out is not None else {}),
             },
             "stars_fitted": fitted.stars,
+            "foreground": fitted.foreground,
             "method": fitted.config.method,
             "iterations": fitted.iterations,
             "stopped_by": fitted.stopped_by,

@@ -197,6 +197,15 @@ def constrained_cells(star_distances: np.ndarray, trained: Grid, grid: Grid) -> 
 def _default_grid(fit: FittedModel, grid: Grid | None) -> Grid:
     if grid is None:
         grid = fit.grid.refined(2.5)
+    if fit.grid.ghost_cells == 0 and grid.ghost_cells > 0:
+        # the model holds no dust in front of d_min: ghost cells would extrapolate the region's into it
+        logger.warning(
+            "the fit was trained without ghost cells (no dust in front of %g pc): the prediction grid's %d ghost "
+            "cells are left out",
+            fit.grid.d_min,
+            grid.ghost_cells,
+        )
+        grid = grid.with_ghost_cells(0)
     needed = _foreground_cells_needed(fit.grid, grid.d_min)
     if grid.ghost_cells < needed:
         grid = grid.with_ghost_cells(needed)

@@ -8,6 +8,7 @@
   on the hyperparameters, L-BFGS on the inducing locations).
 - :mod:`~dustgp.fitting.stopping`: stop rules, and Ctrl-C or SIGTERM ending a fit after its step.
 - :mod:`~dustgp.fitting.stars`: what a fit takes from its stars (likelihood, inducing start, per-star checks).
+- :mod:`~dustgp.fitting.foreground`: whether the stars show the foreground empty (then no ghost cells).
 - :mod:`~dustgp.fitting.loop`: :func:`fit`, the training loop.
 - :mod:`~dustgp.fitting.record`: the :class:`Fit` record, :func:`load_fit`.
 - :mod:`~dustgp.fitting.checkpoint`: the checkpoint format (weights only, atomic, earlier layouts read).

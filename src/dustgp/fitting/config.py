@@ -13,9 +13,10 @@ import torch
 from ..catalog import DISTANCE_NODES
 from ..likelihood import DISTANCE_TREATMENTS, NOISE_MODELS
 
-__all__ = ["DEFAULT_MAX_ITERATIONS", "METHODS", "STOP_RULES", "FitConfig", "FitError"]
+__all__ = ["DEFAULT_MAX_ITERATIONS", "FOREGROUND_MODES", "METHODS", "STOP_RULES", "FitConfig", "FitError"]
 
 STOP_RULES = ("map", "elbo", "none")
+FOREGROUND_MODES = ("auto", "ghost")
 METHODS = ("newton", "svi")
 #: Outer steps of the second-order method, iterations of SVI.
 DEFAULT_MAX_ITERATIONS = {"newton": 200, "svi": 3000}
@@ -80,6 +81,12 @@ class FitConfig:
         ``"newton"``: steps of q alone before the hyperparameters move.
     coarse_start : bool
         ``"newton"``: first fit on the training grid with cells twice as large on every axis, then go on from there.
+    foreground : {"auto", "ghost"}
+        The dust in front of the grid's ``d_min``: held by its foreground ghost cells (``"ghost"``, the paper's), or,
+        with ``"auto"`` (default), left out when the stars just behind ``d_min`` show it empty
+        (:func:`dustgp.fitting.foreground.check_foreground`): the fit then trains on the grid without ghost cells,
+        since a prior that must reach from empty space to the region's dust within a scale length comes out with
+        too narrow bands.
     likelihood : {"mixture", "student-t", "gaussian"}
         Noise model of the stars' extinctions (:mod:`dustgp.likelihood`): a Gaussian plus an outlier population
         of learned fraction (default; each star's outlier probability is reported after the fit), a Student-t of
@@ -159,6 +166,7 @@ class FitConfig:
     step_tol: float = 2e-3
     warmup: int = 2
     coarse_start: bool = True
+    foreground: str = "auto"
     likelihood: str = "mixture"
     nu: float = 4.0
     outlier_fraction: float = 0.02
@@ -180,6 +188,8 @@ class FitConfig:
             self.max_iterations = DEFAULT_MAX_ITERATIONS[self.method]
         if self.stop not in STOP_RULES:
             raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
+        if self.foreground not in FOREGROUND_MODES:
+            raise ValueError(f"foreground: expected one of {FOREGROUND_MODES}, got {self.foreground!r}")
         if self.likelihood not in NOISE_MODELS:
             raise ValueError(f"likelihood: expected one of {NOISE_MODELS}, got {self.likelihood!r}")
         if self.distance_uncertainty not in DISTANCE_TREATMENTS:

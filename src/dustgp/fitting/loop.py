@@ -42,6 +42,7 @@ from ..model import DustGP
 from ..sightlines import Sightlines
 from .checkpoint import data_fingerprint, load_checkpoint, model_from_state, write_checkpoint
 from .config import FitConfig, FitError
+from .foreground import without_empty_foreground
 from .newton import NewtonRunner
 from .record import Fit, checkpoint_payload
 from .stars import inducing_init, star_checks, star_distances, star_likelihood
@@ -135,7 +136,12 @@ def fit(
     # the second-order method computes in float64 (see dustgp.fitting.exact_elbo); SVI in the configured dtype
     dtype, device = (torch.float64 if newton else config.torch_dtype), torch.device(config.device)
 
+    if previous and "foreground" not in previous["config"]:
+        config = dataclasses.replace(config, foreground="ghost")  # made before the check: resumed as it was fitted
     sightlines = Sightlines.from_positions(grid, catalog.l, catalog.b, catalog.distance)
+    foreground = None
+    if config.foreground == "auto":
+        grid, sightlines, foreground = without_empty_foreground(grid, catalog, sightlines)
     stars = {
         "used": len(sightlines),
         "off_grid": sightlines.n_off_grid,
@@ -187,6 +193,7 @@ def fit(
     result.data_fingerprint = fingerprint
     result.likelihood = likelihood
     result.star_distances = star_distances(sightlines, catalog.distance[used], grid)
+    result.foreground = foreground.to_dict() if foreground is not None else {}
     # Monte Carlo draws come from torch's global random state (Pyro offers no generator argument), and Pyro keeps
     # parameters in a global store: the fit forks the one and scopes the other, leaving the caller's as they were
     with _private_random_state(config.seed, device), pyro.get_param_store().scope():

@@ -66,6 +66,9 @@ class Fit:
     star_checks : astropy.table.Table or None
         Posterior predictive checks per star used (:meth:`posterior_predictive`); None when loaded from a
         checkpoint.
+    foreground : dict
+        :class:`~dustgp.fitting.foreground.ForegroundCheck` of the stars behind ``d_min`` (``foreground="auto"``;
+        ``empty`` True: ``grid`` is the given one without its ghost cells); empty when not checked or loaded.
     """
 
     model: DustGP
@@ -83,6 +86,7 @@ class Fit:
     star_distances: np.ndarray | None = None
     likelihood: StarLikelihood | None = field(default=None, repr=False)
     star_checks: Table | None = field(default=None, repr=False)
+    foreground: dict[str, Any] = field(default_factory=dict)
 
     def posterior_predictive(self) -> dict[str, Any]:
         """Summary of the posterior predictive checks: are the stars' extinctions what the fitted map predicts?
@@ -149,7 +153,8 @@ class Fit:
         return "\n".join(
             [
                 f"stars used {self.stars.get('used', 0)}, off grid {self.stars.get('off_grid', 0)}, "
-                f"in ghost cells {self.stars.get('in_ghost_cells', 0)}",
+                f"in ghost cells {self.stars.get('in_ghost_cells', 0)}"
+                + ("; foreground empty: trained without ghost cells" if self.foreground.get("empty") else ""),
                 f"{self.iterations} {self.config.method} iterations in {self.seconds:.1f} s, stopped by "
                 f"{self.stopped_by} ({'converged' if self.converged else 'NOT converged'}"
                 f"{'' if self.learned else '; LEARNED NOTHING: hyperparameters and q(v) at their initial values'}); "
