@@ -18,3 +18,12 @@ def test_config_round_trips_through_a_dict() -> None:
     assert config.max_iterations == 3000
     assert FitConfig.from_dict(config.to_dict()) == config
     assert FitConfig().max_iterations == 200
+
+
+def test_a_default_iteration_bound_follows_a_new_method() -> None:
+    # dustgp.fit(catalog, grid, method="svi") updates a default FitConfig(): SVI's bound, not newton's
+    assert FitConfig().updated(method="svi").max_iterations == 3000
+    assert FitConfig(method="svi").updated(method="newton").max_iterations == 200
+    assert FitConfig().updated(method="svi", max_iterations=50).max_iterations == 50  # a bound given is kept
+    assert FitConfig(max_iterations=70).updated(method="svi").max_iterations == 70  # one chosen before, too
+    assert FitConfig().updated(seed=3).max_iterations == 200

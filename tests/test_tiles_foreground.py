@@ -100,10 +100,12 @@ def test_a_far_tile_starts_its_mean_from_its_own_segments() -> None:
     d = np.linspace(far.grid.d_min + 1.0, far.grid.d_max, 50)
     stars = TileStars(np.full(50, 55.0), np.zeros(50), d, RHO * (d - far.grid.d_min), np.full(50, 0.01))
     options = {"inducing_points": 10}
-    assert _tile_fit_options(near, stars, options) is options  # the near layer integrates from the Sun
+    kept = {**options, "foreground": "ghost"}  # every tile keeps its ghost cells: one foreground layout
+    assert _tile_fit_options(near, stars, options) == kept  # the near layer integrates from the Sun
     started = _tile_fit_options(far, stars, options)
-    assert started == {"inducing_points": 10, "mean": pytest.approx(np.log10(RHO), rel=1e-12)}
+    assert started == {**kept, "mean": pytest.approx(np.log10(RHO), rel=1e-12)}
     for given in ({"mean": -2.0}, {"config": SimpleNamespace(mean=-2.0)}):  # a FitConfig has .mean
-        assert _tile_fit_options(far, stars, given) is given  # a mean the caller chose is kept
+        assert _tile_fit_options(far, stars, given) == {"foreground": "ghost", **given}  # the caller's mean kept
+    assert _tile_fit_options(near, stars, {"foreground": "auto"}) == {"foreground": "auto"}  # as the caller chose
     nothing = TileStars(d[:1], d[:1], np.array([far.grid.d_min]), np.zeros(1), np.ones(1))
-    assert _tile_fit_options(far, nothing, options) is options  # no star beyond d_min: no guess
+    assert _tile_fit_options(far, nothing, options) == kept  # no star beyond d_min: no guess

@@ -24,6 +24,8 @@ def test_bad_calls_are_refused_before_any_task(rng: np.random.Generator) -> None
     tiles = plan_tiles(grid, n_l=2, n_b=1)
     with pytest.raises(ValueError, match="retries: expected >= 0, got -1"):
         fit_tiles(stars, grid, tiles=tiles, retries=-1, task=constant_task)
+    with pytest.raises(ValueError, match="foreground must be 'ghost' for a mosaic"):
+        fit_tiles(stars, grid, tiles=tiles, fit_options={"foreground": "auto"}, task=constant_task)
     with pytest.raises(TileError, match="expected at least one tile"):
         fit_tiles(stars, grid, tiles=[], task=constant_task)
     shorter = Grid(l=(50, 60, 10), b=(-5, 5, 4), d=(100, 150, 5), ghost_cells=1)

@@ -229,6 +229,14 @@ class FitConfig:
         if self.scale <= 0:
             raise ValueError(f"scale: expected a positive variance in dex², got {self.scale}")
 
+    def updated(self, **options: Any) -> FitConfig:
+        """A copy with ``options`` changed; a ``max_iterations`` left at the old method's default follows a new
+        ``method`` (``dustgp.fit(catalog, grid, method="svi")`` runs SVI's 3000 iterations, not newton's 200)."""
+        if "method" in options and "max_iterations" not in options:
+            if self.max_iterations == DEFAULT_MAX_ITERATIONS[self.method]:
+                options["max_iterations"] = None
+        return dataclasses.replace(self, **options)
+
     @property
     def torch_dtype(self) -> torch.dtype:
         return torch.float32 if self.dtype == "float32" else torch.float64

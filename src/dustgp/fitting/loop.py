@@ -123,7 +123,7 @@ def fit(
     """
     previous = load_checkpoint(resume) if resume is not None else None
     base = FitConfig.from_dict(previous["config"]) if previous and config is None else (config or FitConfig())
-    config = dataclasses.replace(base, **options) if options else base
+    config = base.updated(**options) if options else base
     if previous:
         saved = FitConfig.from_dict(previous["config"])
         for name in ("method", "inducing_points", "learn_inducing_locations"):

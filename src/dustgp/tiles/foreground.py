@@ -93,12 +93,17 @@ def _add_foreground(prediction: TilePrediction, mean: np.ndarray, std: np.ndarra
 
 
 def _tile_fit_options(tile: Tile, stars: TileStars, fit_options: dict[str, Any]) -> dict[str, Any]:
-    """A far tile's options get an initial mean density from its own sightline segments, unless one is given.
+    """A tile's fit options: the near tiles keep their ghost cells, and a far tile gets an initial mean density
+    from its own sightline segments, unless either is given.
+
+    A near tile left alone would ask its own stars whether the foreground is empty (``foreground="auto"``) and
+    might drop its ghost cells where its neighbours keep theirs; the merged map has one foreground layout.
 
     :func:`dustgp.fit` starts the mean at log10 median(A_i / d_i), the right guess when the integral starts at the
     Sun. A far tile's foreground-subtracted extinction accumulates from its ``d_min`` only, and dividing it by the
     whole distance would start the mean far too low.
     """
+    fit_options = {"foreground": "ghost", **fit_options}
     config = fit_options.get("config")
     if tile.layer == 0 or fit_options.get("mean") is not None or getattr(config, "mean", None) is not None:
         return fit_options

@@ -63,7 +63,8 @@ def fit_tiles(
         Times a failed tile task is resubmitted before the call gives up.
     fit_options : mapping, optional
         Keyword arguments of :func:`dustgp.fit` for every tile (e.g. ``inducing_points=1000``, which is per
-        tile).
+        tile). The near tiles keep their ghost cells (``foreground="ghost"``; ``"auto"`` is refused: a tile that
+        left them out would not fit its neighbours' foreground layout).
     predict_options : mapping, optional
         Keyword arguments of :func:`dustgp.predict` for every tile (``samples``, ``percentiles``,
         ``keep_samples``, ``seed``, ...). Unlike ``predict``, a mosaic keeps no joint samples unless
@@ -110,6 +111,8 @@ def fit_tiles(
     if not tiles:
         raise TileError("expected at least one tile")
     fit_options = dict(fit_options or {})
+    if fit_options.get("foreground", "ghost") != "ghost":
+        raise ValueError("fit_options: foreground must be 'ghost' for a mosaic (one foreground layout for all tiles)")
     predict_options = dict(predict_options or {})
     prediction_grid = grid.refined(DEFAULT_REFINEMENT) if prediction_grid is None else prediction_grid
     q = np.asarray(predict_options.get("percentiles", DEFAULT_PERCENTILES), dtype=float)
