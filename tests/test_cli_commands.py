@@ -161,3 +161,26 @@ def test_query_points_and_tables(tmp_path: Path, capsys) -> None:
     assert list(answer["in_map"]) == [True, False]
     assert main([*args, str(tmp_path / "d.fits"), "--density", "--quiet"]) == 0
     np.testing.assert_allclose(Table.read(tmp_path / "d.fits")["rho_mean"][0], 2e-3, rtol=1e-12)
+
+
+def test_the_run_report_says_when_the_foreground_was_left_out(capsys) -> None:
+    from dustgp.cli.commands import _print_report
+
+    report = {
+        "stars_fitted": {"used": 900, "off_grid": 3, "in_ghost_cells": 0},
+        "method": "newton",
+        "iterations": 12,
+        "fit_seconds": 3.0,
+        "seconds_per_iteration": 0.25,
+        "stopped_by": "converged",
+        "predict_seconds": 1.0,
+        "prediction_grid": "Grid(...)",
+        "hyperparameters": {"length_scale_pc": [40.0, 41.0, 42.0], "scale_dex": 0.2, "mean_log10_density": -2.8},
+        "foreground": {"d_min": 150.0, "extinction": 1e-5, "extinction_err": 2e-4, "limit": 1e-3, "n_stars": 287,
+                       "empty": True},
+    }  # fmt: skip
+    _print_report(report, [])
+    assert "foreground: empty (1e-05 ± 0.0002 mag in front of 150 pc from 287 stars)" in capsys.readouterr().out
+    report["foreground"]["empty"] = False
+    _print_report(report, [])
+    assert "foreground" not in capsys.readouterr().out
