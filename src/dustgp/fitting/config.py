@@ -232,9 +232,9 @@ class FitConfig:
     def updated(self, **options: Any) -> FitConfig:
         """A copy with ``options`` changed; a ``max_iterations`` left at the old method's default follows a new
         ``method`` (``dustgp.fit(catalog, grid, method="svi")`` runs SVI's 3000 iterations, not newton's 200)."""
-        if "method" in options and "max_iterations" not in options:
-            if self.max_iterations == DEFAULT_MAX_ITERATIONS[self.method]:
-                options["max_iterations"] = None
+        defaulted = self.max_iterations == DEFAULT_MAX_ITERATIONS[self.method]
+        if "method" in options and "max_iterations" not in options and defaulted:
+            options["max_iterations"] = None
         return dataclasses.replace(self, **options)
 
     @property
