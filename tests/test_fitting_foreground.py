@@ -31,8 +31,9 @@ def sky(foreground: bool, noise_floor: float = 0.0):
     )
 
 
-def check(catalog, grid=NEWTON_TRAIN):
-    return check_foreground(grid, catalog.distance, catalog.extinction)
+def check(catalog, grid=NEWTON_TRAIN, extinction=None):
+    a = catalog.extinction if extinction is None else extinction
+    return check_foreground(grid, catalog.distance, a, catalog.extinction_err)
 
 
 def test_an_empty_foreground_is_found_empty() -> None:
@@ -57,7 +58,7 @@ def test_outliers_do_not_empty_a_foreground_or_fill_an_empty_one() -> None:
         a = np.array(catalog.extinction)
         bad = rng.random(a.size) < 0.05
         a[bad] += rng.uniform(0.3, 1.5, bad.sum())  # 5% of stars 0.3-1.5 mag too high
-        found = check_foreground(NEWTON_TRAIN, catalog.distance, a)
+        found = check(catalog, extinction=a)
         assert found.empty is not foreground
 
 
@@ -74,7 +75,8 @@ def test_no_check_without_ghost_cells_or_stars() -> None:
     near = np.argsort(catalog.distance)[: MIN_STARS - 1]
     far = catalog.distance > 250.0
     keep = np.union1d(np.flatnonzero(far), near[catalog.distance[near] >= NEWTON_TRAIN.d_min])
-    assert check_foreground(NEWTON_TRAIN, catalog.distance[keep], catalog.extinction[keep]) is None
+    columns = (catalog.distance, catalog.extinction, catalog.extinction_err)
+    assert check_foreground(NEWTON_TRAIN, *(c[keep] for c in columns)) is None
 
 
 def test_a_fit_leaves_out_an_empty_foreground_and_says_so(caplog) -> None:
