@@ -1,13 +1,11 @@
 """Is the foreground empty? What the stars just behind d_min say of the dust in front of it.
 
 The training grid's foreground ghost cells hold the dust in front of ``d_min`` as cells of the same Gaussian
-process as the region (docs: Method §3). Where the stars see next to no dust in front of ``d_min``, the ghost cells'
+process as the region (docs: Method §2). Where the stars see next to no dust in front of ``d_min``, the ghost cells'
 log density must lie several dex below the region's within a scale length of it. A stationary prior can only do
-that with a large scale factor and long scale lengths; the region then gets too few degrees of freedom and bands
-too narrow for its errors. Measured on the three stiff skies of ``benchmarks/bench_stiff.py`` (empty foreground,
-σ_A = 10% of A, no floor), fitted with the training grid's two ghost cells and without them: alpha = 1.4-2.1 dex²
-and gamma = 53-95 pc against 0.037-0.042 dex² and 44-55 pc; median density error 3.9-4.8% against 2.3-3.5%; the
-truth inside the 16-84% band in 46-51% of cells against 57-59% (docs: Design notes, "An empty foreground").
+that with a large scale factor and long scale lengths; the region's field then comes out too smooth, and its bands,
+pinned by many stars, narrower than its misfit (measured on the stiff skies of ``benchmarks/bench_stiff.py``: docs,
+Design notes, "An empty foreground").
 
 So :func:`dustgp.fit` (``foreground="auto"``, the default) fits without the ghost cells when
 :func:`check_foreground` finds the foreground empty: its extinction, the intercept at ``d_min`` of a line of the
@@ -50,7 +48,8 @@ class ForegroundCheck:
     d_min : float
         Near edge of the region, pc.
     extinction, extinction_err : float
-        Extinction in front of ``d_min`` (the robust intercept of A against d - d_min) and its standard error, mag.
+        Extinction in front of ``d_min`` (the intercept of the clipped, weighted line of A against d - d_min) and
+        its standard error, mag.
     limit : float
         ``EMPTY_FRACTION`` × (median A/d of the stars) × ``d_min``, mag.
     n_stars : int
@@ -99,10 +98,10 @@ def check_foreground(
     The line ``A = a + b (d - d_min)`` through those stars by weighted least squares (weights 1/σ²), refitted with
     the stars more than three times the residuals' robust scale (in units of their σ, at least 1) away left out, so
     that outliers and the stars behind a cloud in the first cells do not move it. Its standard error is the
-    least-squares one, scaled up by that robust scale where the stars scatter beyond their quoted σ. Weighting
-    matters: with σ proportional to A (the stiff skies), the stars right behind ``d_min`` pin the intercept, where
-    an unweighted line through 450 stars over 53 pc (two 27 pc cells) left it at -0.0005 ± 0.0017 mag, too
-    uncertain to decide against a limit of 0.002 mag.
+    least-squares one, scaled up by that robust scale where the stars scatter beyond their quoted σ. The weights
+    let the stars right behind ``d_min`` pin the intercept where their σ is small (σ proportional to A); an
+    unweighted line is spread by the region's own dust across the cells (docs: Design notes, "An empty
+    foreground").
     """
     if grid.ghost_cells == 0:
         return None

@@ -28,8 +28,8 @@ crawled along the ridge of the scale factor against the scale lengths for 60-85 
 newton's steps go"). :func:`dustgp.fit` first runs these steps on a grid with cells twice as large and starts
 from where they end (the coarse start in :mod:`dustgp.fitting.loop`).
 
-Every accepted step raises the ELBO: the joint proposal (β, t) is tried at t = 1, then with shorter theta steps,
-then q alone with shorter β, and refused unless the exact ELBO increases.
+Every accepted step raises the ELBO: the joint proposal (β, theta step) is tried with the full theta step, then
+with the inducing locations held, then q alone with shorter β, and refused unless the exact ELBO increases.
 
 The ELBO, its gradients and the move of q(u) with theta are in :mod:`dustgp.fitting.exact_elbo`;
 :class:`NewtonRunner` steps :class:`NewtonOptimizer` in :func:`dustgp.fitting.fit`'s loop.
@@ -418,7 +418,7 @@ class NewtonRunner:
         The damping and the secant ratio describe the objective near its optimum, which the coarse grid shares with
         the training grid: started afresh, the training grid's first theta step overshoots (ρ back at 1). The
         locations' radius does not carry over: the training grid's ELBO is far stiffer in them, and steps the
-        coarse grid took (0.3) were refused there by 10⁴-10⁵ nats.
+        coarse grid took (0.3) were refused there by up to 4 × 10⁵ nats.
         """
         for name in NewtonOptimizer.STEP_CONTROLS:
             setattr(self.optimizer, name, getattr(other.optimizer, name))
