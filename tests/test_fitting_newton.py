@@ -53,7 +53,8 @@ def test_impossible_budget_is_not_converged(sky, caplog) -> None:
     assert any("did not converge" in r.getMessage() for r in caplog.records)
 
 
-def test_stiff_sky_converges() -> None:
+@pytest.mark.parametrize("foreground", ["auto", "ghost"])  # the empty foreground left out (the default), or kept
+def test_stiff_sky_converges(foreground: str) -> None:
     # an empty foreground and sigma_A = 10% of A with no floor: stars just behind d_min have sigma ~ 1e-4 mag
     region = Grid(l=(60, 80, 30), b=(-5, 5, 15), d=(150, 350, 40), ghost_cells=0)
     stiff = simulate(
@@ -61,7 +62,8 @@ def test_stiff_sky_converges() -> None:
     )
     assert stiff.catalog.extinction_err.min() < 1e-3
     grid = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=1)
-    result = dustgp.fit(stiff.catalog, grid, progress=False, max_iterations=200, **SMALL_NEWTON)
+    result = dustgp.fit(stiff.catalog, grid, progress=False, max_iterations=200, foreground=foreground, **SMALL_NEWTON)
+    assert result.grid.ghost_cells == (0 if foreground == "auto" else 1)
     assert result.converged
     dmap = result.predict(grid.refined(2), samples=100, progress=False)
     assert compare_to_truth(dmap, stiff).median_relative_error < 0.15
