@@ -180,7 +180,8 @@ def test_the_run_report_says_when_the_foreground_was_left_out(capsys) -> None:
                        "empty": True},
     }  # fmt: skip
     _print_report(report, [])
-    assert "foreground: empty (1e-05 ± 0.0002 mag in front of 150 pc from 287 stars)" in capsys.readouterr().out
+    expected = "foreground empty: 287 stars just behind 150 pc show 1e-05 ± 0.0002 mag in front of it (limit 0.001 mag)"
+    assert f"{expected}: trained without ghost cells" in capsys.readouterr().out
     report["foreground"]["empty"] = False
     _print_report(report, [])
     assert "foreground" not in capsys.readouterr().out

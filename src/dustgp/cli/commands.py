@@ -135,16 +135,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: dict[str, Any], files: list[Path]) -> None:
+    from ..fitting.foreground import ForegroundCheck
     from ..validation import HoldoutReport, TruthComparison
 
     stars = report["stars_fitted"]
     print(f"stars fitted: {stars['used']} (off grid {stars['off_grid']}, in ghost cells {stars['in_ghost_cells']})")
-    foreground = report.get("foreground") or {}
-    if foreground.get("empty"):
-        print(
-            f"foreground: empty ({foreground['extinction']:.3g} ± {foreground['extinction_err']:.2g} mag in front of "
-            f"{foreground['d_min']:g} pc from {foreground['n_stars']} stars): trained without ghost cells"
-        )
+    if (report.get("foreground") or {}).get("empty"):
+        print(f"{ForegroundCheck(**report['foreground']).describe()}: trained without ghost cells")
     print(
         f"training ({report.get('method', 'svi')}): {report['iterations']} iterations, {report['fit_seconds']:.1f} s "
         f"({report['seconds_per_iteration']:.3f} s/iteration), stopped by {report['stopped_by']}"
