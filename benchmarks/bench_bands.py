@@ -10,10 +10,13 @@ says where, for fits that differ only in the number of inducing points M:
   half-width in dex;
 * "holes": cells whose predicted median lies more than 1 dex below a background truth (the RBF prior's undershoot
   next to sharp structures, which the stars cannot see: 10^-4.5 and 10^-3.5 mag/pc differ by < 0.01 mag over 30 pc);
+* the same by distance from the Sun: background cells' median log10 error and share of holes per distance range,
+  and the stars' mean residual (observed - predicted extinction, mag) per range of true distance, with its
+  standard error;
 * extinction: the band's median width against the median absolute error.
 
-Fits are cached (``bench_likelihood.CHECKPOINTS``): ``twin-seed1.ckpt`` is the M = 500 fit of ``bench_likelihood.py``,
-``twin-m{M}-seed1.ckpt`` the others; a cached fit is only predicted again.
+Fits are cached (``bench_likelihood.CHECKPOINTS``, ``twin-seed{seed}-m{M}.ckpt``, shared with
+``bench_likelihood.py --inducing-points M``); a cached fit is only predicted again.
 
     .venv/bin/python benchmarks/bench_bands.py --inducing-points 500 1000
 """
@@ -42,10 +45,34 @@ HERE = Path(__file__).resolve().parent
 STRUCTURE_LOG10 = -3.3
 #: Distance bins from the nearest structure cell, in prediction cells (0: the structure itself)
 BINS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 10**6))
+#: Ranges of distance from the Sun, pc, for the breakdown by distance
+RANGES = ((180, 260), (260, 340), (340, 420), (420, 500))
 
 
 def checkpoint_for(m: int, seed: int) -> Path:
-    return CHECKPOINTS / (f"twin-seed{seed}.ckpt" if m == FIT["inducing_points"] else f"twin-m{m}-seed{seed}.ckpt")
+    return CHECKPOINTS / f"twin-seed{seed}-m{m}.ckpt"
+
+
+def by_distance(
+    d_cells: np.ndarray, error: np.ndarray, background: np.ndarray, d_stars: np.ndarray, residual: np.ndarray
+) -> list[dict[str, Any]]:
+    """Background cells' log10 error and holes, and the stars' mean residual, per range of distance (pc)."""
+    rows = []
+    for near, far in RANGES:
+        cells = background & (d_cells >= near) & (d_cells < far)
+        stars = (d_stars >= near) & (d_stars < far)
+        rows.append(
+            {
+                "distance_pc": [near, far],
+                "background_cells": int(cells.sum()),
+                "median_log10_error": float(np.median(error[cells])),
+                "holes": float(np.mean(error[cells] < -1.0)),
+                "stars": int(stars.sum()),
+                "mean_residual_mag": float(np.mean(residual[stars])),
+                "residual_standard_error_mag": float(np.std(residual[stars]) / np.sqrt(max(stars.sum(), 1))),
+            }
+        )
+    return rows
 
 
 def diagnose(m: int, seed: int) -> dict[str, Any]:
@@ -81,6 +108,10 @@ def diagnose(m: int, seed: int) -> dict[str, Any]:
                 }
             )
     background = ~structure
+    d_cells = dmap.grid.cell_centers_lbd()[2][region]
+    checks = fitted.star_checks
+    rows = np.asarray(checks["row_index"])
+    residual = sky.catalog.extinction[rows] - np.asarray(checks["predicted"], float)
     a_truth = sky.extinction_on(dmap.grid)[region]
     a_lo, a_median, a_hi = (dmap.extinction(q).value[region] for q in (16, 50, 84))
     return {
@@ -94,6 +125,9 @@ def diagnose(m: int, seed: int) -> dict[str, Any]:
         "truth": compare_to_truth(dmap, sky).to_dict(),
         "holes_fraction_of_background": float(np.mean(log_median[background] < log_truth[background] - 1.0)),
         "by_distance_from_structure": bins,
+        "by_distance_from_sun": by_distance(
+            d_cells, log_median - log_truth, background, sky.catalog.distance[rows], residual
+        ),
         "extinction_band_width_median_mag": float(np.median(a_hi - a_lo)),
         "extinction_abs_error_median_mag": float(np.median(np.abs(a_median - a_truth))),
         "peaks": structure_peaks(dmap, sky),
@@ -118,6 +152,13 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
                 f"      {span:>6s} cells from a structure: n={b['n_cells']:6d} cov {b['coverage_16_84']:6.1%} "
                 f"log10 rho {b['median_log10_predicted']:6.2f} (truth {b['median_log10_truth']:6.2f}) "
                 f"band ±{b['median_band_half_width_dex']:.3f} dex"
+            )
+        for b in r["by_distance_from_sun"]:
+            near, far = b["distance_pc"]
+            print(
+                f"      {near}-{far} pc: background log10 error {b['median_log10_error']:+6.2f} dex, holes "
+                f"{b['holes']:6.1%}; stars' mean residual {b['mean_residual_mag']:+.4f} "
+                f"± {b['residual_standard_error_mag']:.4f} mag (n={b['stars']})"
             )
 
 

@@ -24,6 +24,8 @@ inflation, the old default) and ``gaussian`` (Gaussian, distance errors ignored)
 
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 2 3 --cases twin default
+    .venv/bin/python benchmarks/bench_likelihood.py --cases twin default --inducing-points 1000 \
+        --out benchmarks/results/likelihood-m1000-seed1.json
     .venv/bin/python benchmarks/bench_likelihood.py --scale --baseline ade638e   # side by side with a revision
 """
 
@@ -104,16 +106,18 @@ def score_stars(fitted: Any, sky: Any) -> dict[str, Any]:
     return summary
 
 
-def run_case(name: str, seed: int) -> dict[str, Any]:
+def run_case(name: str, seed: int, inducing_points: int = FIT["inducing_points"]) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
     realistic, options = CASES[name]
+    fit_options = {**FIT, "inducing_points": inducing_points, **options}
     sky = simulate(TRUTH, seed=seed, **MOCK, **(REALISTIC if realistic else {}))
     t0 = time.perf_counter()
-    checkpoint = CHECKPOINTS / f"{name}-seed{seed}.ckpt"  # a finished fit is not fitted again when the run is repeated
+    # a finished fit is not fitted again when the run is repeated
+    checkpoint = CHECKPOINTS / f"{name}-seed{seed}-m{inducing_points}.ckpt"
     if checkpoint.exists():
-        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **FIT, **options)
+        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **fit_options)
     else:
-        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, checkpoint=checkpoint, **FIT, **options)
+        fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, checkpoint=checkpoint, **fit_options)
     fit_seconds = fitted.seconds
     t0 = time.perf_counter()
     dmap = fitted.predict(PREDICT, samples=100, progress=False)
@@ -126,6 +130,7 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
         "seed": seed,
         "realistic": realistic,
         "options": options,
+        "inducing_points": inducing_points,
         "steps": fitted.iterations,
         "converged": fitted.converged,
         "fit_seconds": fit_seconds,
@@ -201,6 +206,9 @@ def main() -> None:
     parser.add_argument(
         "--learn-scatter", action="store_true", help="with --scale: also time it with the model scatter learned"
     )
+    parser.add_argument(
+        "--inducing-points", type=int, default=FIT["inducing_points"], help="M of every fit (default %(default)s)"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -224,11 +232,12 @@ def main() -> None:
         print(json.dumps({k: v for k, v in record.items() if k in shown}, indent=2))
         out = args.out or HERE / "results" / "likelihood-scale.json"
     else:
-        record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": FIT}
+        fit = {**FIT, "inducing_points": args.inducing_points}
+        record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": fit}
         rows = []
         for seed in args.seeds:
             for name in args.cases:
-                rows.append(run_case(name, seed))
+                rows.append(run_case(name, seed, args.inducing_points))
                 print_rows(rows[-1:])
                 print(json.dumps(rows[-1], default=str), flush=True)
         record["rows"] = rows

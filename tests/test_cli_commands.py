@@ -40,6 +40,7 @@ def test_fit_predict_plot_info(tmp_path: Path, capsys) -> None:
     assert report["seeds"] == {"fit": 1, "predict": 0, "simulate": 4, "holdout": 0}
     assert report["run_config"]["fit"]["inducing_points"] == 60
     assert report["holdout"]["n_stars"] > 0
+    assert report["prior_warning"] is None  # a prior as narrow as the dust's
     assert "truth" in report
     for name in ("map.nc", "map.fits", "fit.ckpt", "figures/total_extinction.png", "figures/elbo.png"):
         assert (out / name).exists(), name

@@ -53,6 +53,16 @@ def test_impossible_budget_is_not_converged(sky, caplog) -> None:
     assert any("did not converge" in r.getMessage() for r in caplog.records)
 
 
+def test_a_prior_widened_beyond_any_turbulent_gas_is_warned_about(sky, caplog) -> None:
+    # started at alpha = 9 dex² and stopped after two steps, the learned prior is still that wide
+    with caplog.at_level(logging.WARNING, logger="dustgp.fitting"):
+        result = dustgp.fit(
+            sky.catalog, NEWTON_TRAIN, progress=False, max_iterations=2, **{**SMALL_NEWTON, "scale": 9.0}
+        )
+    assert result.prior_warning is not None
+    assert any(r.getMessage() == result.prior_warning for r in caplog.records)
+
+
 @pytest.mark.parametrize("foreground", ["auto", "ghost"])  # the empty foreground left out (the default), or kept
 def test_stiff_sky_converges(foreground: str) -> None:
     # an empty foreground and sigma_A = 10% of A with no floor: stars just behind d_min have sigma ~ 1e-4 mag

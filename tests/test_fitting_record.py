@@ -1,5 +1,7 @@
 """dustgp.fitting.record: the Fit record, and maps predicted from it."""
 
+import copy
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,3 +48,17 @@ def test_prediction_reproduces_the_trained_foreground(fitted) -> None:
     without = fitted.predict(TRAIN.with_ghost_cells(0), samples=20, progress=False)
     assert without.grid.ghost_cells == TRAIN.ghost_cells
     np.testing.assert_allclose(without.extinction_mean, plain.extinction_mean, rtol=1e-6)
+
+
+def test_a_prior_wider_than_any_turbulent_gas_is_warned_about(fitted) -> None:
+    from dustgp.fitting.record import WIDE_PRIOR
+
+    assert fitted.hyperparameters()["scale_dex2"] < WIDE_PRIOR
+    assert fitted.prior_warning is None
+    wide = copy.deepcopy(fitted)
+    wide.model.covar_module.outputscale = 9.0  # dex²: 3 dex at 1 sigma
+    assert "3 dex at 1 sigma" in wide.prior_warning
+    assert "WARNING: " + wide.prior_warning in wide.summary()
+    # a prior the user fixed is the user's choice, not something the fit learned
+    wide.config = dataclasses.replace(wide.config, learn_hyperparameters=False)
+    assert wide.prior_warning is None

@@ -406,6 +406,7 @@ def run(
             "stopped_by": fitted.stopped_by,
             "converged": fitted.converged,
             "learned": fitted.learned,
+            "prior_warning": fitted.prior_warning,
             "dtype": "float64" if fitted.config.method == "newton" else fitted.config.dtype,
             "constrained_cells": None if dmap.coverage is None else float(dmap.coverage.mean()),
             "fit_seconds": fit_seconds,

@@ -155,6 +155,8 @@ def _print_report(report: dict[str, Any], files: list[Path]) -> None:
         + ", ".join(f"{g:.1f}" for g in h["length_scale_pc"])
         + f" pc; scale {h['scale_dex']:.3f} dex; mean density 10^{h['mean_log10_density']:.3f} mag/pc"
     )
+    if report.get("prior_warning"):
+        print(f"WARNING: {report['prior_warning']}")
     if "truth" in report:
         print("accuracy against the truth:")
         print("  " + str(TruthComparison(**report["truth"])).replace("\n", "\n  "))

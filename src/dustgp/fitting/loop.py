@@ -228,6 +228,8 @@ def fit(
             result.iterations,
             "steps" if newton else "iterations",
         )
+    if result.prior_warning:
+        logger.warning("%s", result.prior_warning)
     logger.info("fit: %s", result.summary().replace("\n", "; "))
     return result
 

@@ -23,7 +23,16 @@ from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_state, wr
 from .config import FitConfig
 from .stopping import CONVERGED
 
-__all__ = ["Fit", "checkpoint_payload", "load_fit"]
+__all__ = ["WIDE_PRIOR", "Fit", "checkpoint_payload", "load_fit"]
+
+#: Largest prior variance of log10 density (alpha, dex²) a fit may learn before it warns. Supersonic turbulence
+#: spreads ln(rho) by sigma_s² = ln(1 + b² Mach²) (Federrath, Klessen & Schmidt 2008, ApJ 688, L79): at Mach 30
+#: with fully compressive driving (b = 1), 1.3 dex², the widest log-normal density of the interstellar gas. A
+#: prior wider than 2 dex² (1.4 dex at 1 sigma) no longer describes how dense dust is: the fit has widened it to
+#: hold density far below what the stars can see (an empty foreground in ghost cells, or a low background it
+#: cannot tell from a lower one), and there the map's density and its band say little (docs: Design notes,
+#: "Where the bands miss").
+WIDE_PRIOR = 2.0
 
 
 @dataclass(eq=False)
@@ -136,6 +145,25 @@ class Fit:
         return self.model.hyperparameters()
 
     @property
+    def prior_warning(self) -> str | None:
+        """Why the learned prior cannot be trusted between the structures, or None when it can.
+
+        Set when the fit learned a prior variance of log density ``alpha`` above :data:`WIDE_PRIOR`. The map
+        then still fits the stars, but where they do not pin the density (a low background, gaps between the
+        structures, an empty foreground) it may be orders of magnitude off and its 16-84% band too narrow.
+        """
+        h = self.hyperparameters()
+        alpha = float(h["scale_dex2"])
+        if not self.config.learn_hyperparameters or alpha <= WIDE_PRIOR:
+            return None
+        return (
+            f"the fit widened the prior of log density to {math.sqrt(alpha):.2g} dex at 1 sigma (alpha = "
+            f"{alpha:.3g} dex², mean 10^{h['mean_log10_density']:.2f} mag/pc), beyond the spread of any turbulent "
+            f"gas (~1.1 dex): where the stars do not pin the density (a low background, gaps between structures, an "
+            f"empty foreground) the map may be orders of magnitude off and its band too narrow"
+        )
+
+    @property
     def elbo(self) -> np.ndarray:
         return -self.losses
 
@@ -163,6 +191,7 @@ class Fit:
                 else "no iterations",
                 f"length scales {gx:.1f}, {gy:.1f}, {gz:.1f} pc; scale {h['scale_dex']:.3f} dex; "
                 f"mean density 10^{h['mean_log10_density']:.3f} mag/pc",
+                *([f"WARNING: {self.prior_warning}"] if self.prior_warning else []),
             ]
         )
 
