@@ -40,6 +40,8 @@ def one_run(split: int, scatter: bool, folder: Path) -> dict[str, Any]:
         "scatter": checks["scatter"],
         "outlier_fraction": checks["outlier_fraction"],
         "stars_inside_16_84": checks["inside_16_84"],
+        "hyperparameters": report["hyperparameters"],
+        "prior_warning": report.get("prior_warning"),
         **{f"holdout_{key}": value for key, value in held.items()},
     }
 
