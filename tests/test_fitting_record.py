@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from dustgp.fitting.record import WIDE_PRIOR
 from dustgp.grid import Grid
 from fitting_skies import TRAIN, svi_fit, svi_sky
 
@@ -51,8 +52,6 @@ def test_prediction_reproduces_the_trained_foreground(fitted) -> None:
 
 
 def test_a_prior_wider_than_any_turbulent_gas_is_warned_about(fitted) -> None:
-    from dustgp.fitting.record import WIDE_PRIOR
-
     assert fitted.hyperparameters()["scale_dex2"] < WIDE_PRIOR
     assert fitted.prior_warning is None
     wide = copy.deepcopy(fitted)

@@ -178,6 +178,7 @@ class Fit:
     def summary(self) -> str:
         h = self.hyperparameters()
         gx, gy, gz = h["length_scale_pc"]
+        warning = self.prior_warning
         return "\n".join(
             [
                 f"stars used {self.stars.get('used', 0)}, off grid {self.stars.get('off_grid', 0)}, "
@@ -191,7 +192,7 @@ class Fit:
                 else "no iterations",
                 f"length scales {gx:.1f}, {gy:.1f}, {gz:.1f} pc; scale {h['scale_dex']:.3f} dex; "
                 f"mean density 10^{h['mean_log10_density']:.3f} mag/pc",
-                *([f"WARNING: {self.prior_warning}"] if self.prior_warning else []),
+                *([f"WARNING: {warning}"] if warning else []),
             ]
         )
 
