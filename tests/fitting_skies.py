@@ -28,6 +28,22 @@ SMALL_NEWTON = {
 }  # fmt: skip
 
 
+def clump_sky(foreground: bool, noise_floor: float = 0.0):
+    """3000 stars around one 20 pc clump, sigma_A = 10% of A above ``noise_floor`` (mag); without ``foreground``
+    dust the stars just behind d_min quote ~1e-4 mag: the stiff sky of the newton and foreground tests."""
+    region = Grid(l=(60, 80, 30), b=(-5, 5, 15), d=(150, 350, 40), ghost_cells=0)
+    return simulate(
+        region,
+        n_stars=3000,
+        n_clumps=1,
+        clump_sigma=(20, 20),
+        clump_peak=(1e-2, 1e-2),
+        foreground=foreground,
+        noise_floor=noise_floor,
+        seed=11,
+    )
+
+
 @functools.cache
 def svi_sky():
     """6000 stars in front of and behind one 22 pc clump."""

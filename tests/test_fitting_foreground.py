@@ -10,25 +10,9 @@ import pytest
 
 import dustgp
 from dustgp.fitting.foreground import MIN_STARS, check_foreground
-from dustgp.grid import Grid
-from dustgp.simulate import simulate
-from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON
+from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, clump_sky
 
-REGION = Grid(l=(60, 80, 30), b=(-5, 5, 15), d=(150, 350, 40), ghost_cells=0)
 BACKGROUND = 1.6e-3  # mag/pc, the simulator's default (the paper's Section 3)
-
-
-def sky(foreground: bool, noise_floor: float = 0.0):
-    return simulate(
-        REGION,
-        n_stars=3000,
-        n_clumps=1,
-        clump_sigma=(20, 20),
-        clump_peak=(1e-2, 1e-2),
-        foreground=foreground,
-        noise_floor=noise_floor,
-        seed=11,
-    )
 
 
 def check(catalog, grid=NEWTON_TRAIN, extinction=None):
@@ -37,7 +21,7 @@ def check(catalog, grid=NEWTON_TRAIN, extinction=None):
 
 
 def test_an_empty_foreground_is_found_empty() -> None:
-    found = check(sky(False).catalog)
+    found = check(clump_sky(False).catalog)
     assert found is not None
     assert found.empty
     assert abs(found.extinction) < 4.0 * found.extinction_err + 1e-6  # none, within its error
@@ -45,7 +29,7 @@ def test_an_empty_foreground_is_found_empty() -> None:
 
 def test_a_dusty_foreground_is_measured_and_kept() -> None:
     # the background fills 0 .. d_min too: BACKGROUND × 150 pc = 0.24 mag in front of d_min
-    found = check(sky(True).catalog)
+    found = check(clump_sky(True).catalog)
     assert found is not None
     assert not found.empty
     assert found.extinction == pytest.approx(BACKGROUND * NEWTON_TRAIN.d_min, abs=4.0 * found.extinction_err)
@@ -54,7 +38,7 @@ def test_a_dusty_foreground_is_measured_and_kept() -> None:
 def test_outliers_do_not_empty_a_foreground_or_fill_an_empty_one() -> None:
     rng = np.random.default_rng(0)
     for foreground in (False, True):
-        catalog = sky(foreground).catalog
+        catalog = clump_sky(foreground).catalog
         a = np.array(catalog.extinction)
         bad = rng.random(a.size) < 0.05
         a[bad] += rng.uniform(0.3, 1.5, bad.sum())  # 5% of stars 0.3-1.5 mag too high
@@ -64,13 +48,13 @@ def test_outliers_do_not_empty_a_foreground_or_fill_an_empty_one() -> None:
 
 def test_noisy_stars_do_not_decide_for_an_empty_foreground() -> None:
     # with a 0.05 mag error floor the stars cannot tell no foreground from a few millimag: the ghost cells stay
-    found = check(sky(False, noise_floor=0.05).catalog)
+    found = check(clump_sky(False, noise_floor=0.05).catalog)
     assert found is not None
     assert not found.empty
 
 
 def test_no_check_without_ghost_cells_or_stars() -> None:
-    catalog = sky(False).catalog
+    catalog = clump_sky(False).catalog
     assert check(catalog, NEWTON_TRAIN.with_ghost_cells(0)) is None
     near = np.argsort(catalog.distance)[: MIN_STARS - 1]
     far = catalog.distance > 250.0
@@ -80,8 +64,8 @@ def test_no_check_without_ghost_cells_or_stars() -> None:
 
 
 def test_a_fit_leaves_out_an_empty_foreground_and_says_so(caplog) -> None:
-    stiff = sky(False)  # sigma_A = 10% of A with no floor: stars just behind d_min quote ~1e-4 mag
-    grid = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=1)
+    stiff = clump_sky(False)  # sigma_A = 10% of A with no floor: stars just behind d_min quote ~1e-4 mag
+    grid = NEWTON_TRAIN
     with caplog.at_level(logging.INFO, logger="dustgp"):
         result = dustgp.fit(stiff.catalog, grid, progress=False, max_iterations=3, stop="none", **SMALL_NEWTON)
     assert result.grid == grid.with_ghost_cells(0)

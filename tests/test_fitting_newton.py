@@ -13,9 +13,8 @@ from dustgp.fitting.loop import coarse_start_grid
 from dustgp.fitting.newton import NewtonOptimizer, newton_start
 from dustgp.grid import Grid
 from dustgp.sightlines import GaussianStatistics, Sightlines
-from dustgp.simulate import simulate
 from dustgp.validation import compare_to_truth
-from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, gaussian_statistics, newton_fit, newton_sky
+from fitting_skies import NEWTON_TRAIN, SMALL_NEWTON, clump_sky, gaussian_statistics, newton_fit, newton_sky
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +65,9 @@ def test_a_prior_widened_beyond_any_turbulent_gas_is_warned_about(sky, caplog) -
 @pytest.mark.parametrize("foreground", ["auto", "ghost"])  # the empty foreground left out (the default), or kept
 def test_stiff_sky_converges(foreground: str) -> None:
     # an empty foreground and sigma_A = 10% of A with no floor: stars just behind d_min have sigma ~ 1e-4 mag
-    region = Grid(l=(60, 80, 30), b=(-5, 5, 15), d=(150, 350, 40), ghost_cells=0)
-    stiff = simulate(
-        region, n_stars=3000, n_clumps=1, clump_sigma=(20, 20), clump_peak=(1e-2, 1e-2), foreground=False, seed=11
-    )
+    stiff = clump_sky(foreground=False)
     assert stiff.catalog.extinction_err.min() < 1e-3
-    grid = Grid(l=(60, 80, 8), b=(-5, 5, 4), d=(150, 350, 10), ghost_cells=1)
+    grid = NEWTON_TRAIN
     result = dustgp.fit(stiff.catalog, grid, progress=False, max_iterations=200, foreground=foreground, **SMALL_NEWTON)
     assert result.grid.ghost_cells == (0 if foreground == "auto" else 1)
     assert result.converged
