@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import dustgp
+from dustgp.fitting import loop
 from dustgp.fitting.exact_elbo import Geometry, NewtonProblem, evaluate, pack
 from dustgp.fitting.loop import coarse_start_grid
-from dustgp.fitting.newton import NewtonOptimizer, newton_start
+from dustgp.fitting.newton import NewtonOptimizer, NewtonRunner, newton_start
 from dustgp.grid import Grid
 from dustgp.sightlines import GaussianStatistics, Sightlines
 from dustgp.validation import compare_to_truth
@@ -198,41 +199,70 @@ def test_coarse_start_grid_only_where_it_saves_work() -> None:
     assert coarse_start_grid(section3, dustgp.FitConfig(inducing_points=1000, learn_hyperparameters=False)) is None
 
 
-def test_coarse_start_continues_on_the_training_grid(sky, tmp_path, caplog) -> None:
+def test_coarse_start_continues_on_the_training_grid(sky, tmp_path, caplog, monkeypatch) -> None:
+    """The coarse stage's fit is where the training grid's starts; there the inducing locations it learned are
+    held and q alone takes one step, also when the fit is resumed."""
     ckpt = tmp_path / "fit.ckpt"
     fine = NEWTON_TRAIN.refined(2)  # halved again, it is NEWTON_TRAIN: 352 cells, more than two per inducing point
     assert coarse_start_grid(fine, dustgp.FitConfig(**SMALL_NEWTON)).n_cells == NEWTON_TRAIN.n_cells
+    runners: list[NewtonRunner] = []
+
+    class Recorded(NewtonRunner):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            runners.append(self)
+
+    monkeypatch.setattr(loop, "NewtonRunner", Recorded)
     with caplog.at_level(logging.INFO, logger="dustgp.fitting"):
         staged = dustgp.fit(sky.catalog, fine, progress=False, checkpoint=ckpt, **SMALL_NEWTON)
     assert sum("coarse start" in r.getMessage() for r in caplog.records) == 1
     assert staged.converged
     assert np.all(np.diff(-staged.losses) > 0)
+    coarse, training = runners
+    assert coarse.problem.fixed_z is None
+    assert coarse.optimizer.warmup == dustgp.FitConfig().warmup
+    assert torch.equal(training.problem.fixed_z, coarse.gp.inducing_points.detach().to(torch.float64))
+    assert training.optimizer.warmup == 1
     # it starts from the coarse fit's theta, z and q(v): as many steps without that start end lower (measured on
     # this sky: 12 steps from the coarse start reached 3943.4 nats, 12 steps without it 3880.9, and 39 steps to
     # their stop rule 3943.5)
     direct = dustgp.fit(
         sky.catalog, fine, progress=False, coarse_start=False, max_iterations=staged.iterations, **SMALL_NEWTON
     )
+    assert runners[-1].problem.fixed_z is None  # without a coarse stage the training grid learns them
     assert -staged.losses[-1] > -direct.losses[-1]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="dustgp.fitting"):
         dustgp.fit(sky.catalog, fine, progress=False, resume=ckpt, max_iterations=staged.iterations + 2)
     assert not any("coarse start" in r.getMessage() for r in caplog.records)  # a resumed fit goes on where it was
+    assert runners[-1].problem.fixed_z is not None
 
 
 def test_a_theta_step_from_the_prior_is_finite(sky) -> None:
     """With q equal to the prior (S = I, m = 0) the stars have said nothing yet and the Fisher information of the
-    pseudo-data is zero; a theta step taken there (no warm-up) must still be a finite step that raises the ELBO."""
+    pseudo-data is zero; a theta step taken there (no warm-up) must still be a finite step that raises the ELBO.
+
+    The stars see the prior mean c directly, though: with the site empty every cell's phi moves with c, so c's
+    information is the curvature of the ELBO along c, -d²ELBO/dc² (checked by central differences, step 10⁻³ dex:
+    truncation error ~(h ln 10)²/12 ≈ 4 × 10⁻⁷ relative)."""
     stats = gaussian_statistics(sky, NEWTON_TRAIN)
     cells = torch.as_tensor(NEWTON_TRAIN.cell_centers_xyz()) / 100.0
     problem = NewtonProblem.build(cells, NEWTON_TRAIN.n_d, stats, fixed_z=None)
     gen = torch.Generator().manual_seed(2)
     z = cells[torch.randperm(cells.shape[0], generator=gen)[:10]]
     theta = pack(-2.7, 0.3, torch.tensor([0.35, 0.3, 0.4]), z)
-    optimizer = NewtonOptimizer(
-        problem, theta, torch.zeros(10, dtype=torch.float64), torch.eye(10, dtype=torch.float64), warmup=0
-    )
-    assert float(optimizer.state.fisher.abs().max()) < 1e-8
+    prior = torch.zeros(10, dtype=torch.float64), torch.eye(10, dtype=torch.float64)
+    optimizer = NewtonOptimizer(problem, theta, *prior, warmup=0)
+    assert float(optimizer.state.fisher[1:, 1:].abs().max()) < 1e-8
+
+    def elbo(c: float) -> float:
+        shifted = theta.clone()
+        shifted[0] = c
+        return evaluate(problem, Geometry.at(problem, shifted), *prior).elbo
+
+    h = 1e-3
+    curvature = -(elbo(-2.7 + h) - 2.0 * elbo(-2.7) + elbo(-2.7 - h)) / h**2
+    assert float(optimizer.state.fisher[0, 0]) == pytest.approx(curvature, rel=1e-4)
     hyper, locations = optimizer._theta_directions(optimizer.state)
     assert bool(torch.isfinite(hyper).all())
     assert bool(torch.isfinite(locations).all())

@@ -47,7 +47,8 @@ class FitConfig:
     mean : float or None
         Initial constant mean c, log10(mag/pc); ``None`` takes log10 of the median of ``A_i / d_i``.
     learn_inducing_locations : bool
-        Train the inducing locations, or keep them at their initial star positions.
+        Train the inducing locations, or keep them at their initial star positions. A ``"newton"`` fit with a
+        coarse stage (``coarse_start``) trains them there and holds them on the training grid.
     learn_hyperparameters : bool
         ``"newton"`` only: train c, alpha, gamma (and the locations), or hold them at their initial values and
         fit q(v) alone.
@@ -78,7 +79,8 @@ class FitConfig:
         ``"newton"`` stop rule: q90 over the training cells of the relative change of the median density, and of
         the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
     warmup : int
-        ``"newton"``: steps of q alone before the hyperparameters move.
+        ``"newton"``: steps of q alone before the hyperparameters move (at most one on the training grid after the
+        coarse stage, whose q starts near its optimum).
     coarse_start : bool
         ``"newton"``: first fit on the training grid with cells twice as large on every axis, then go on from there.
     foreground : {"auto", "ghost"}

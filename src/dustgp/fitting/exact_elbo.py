@@ -234,6 +234,14 @@ class NewtonState:
             k_zz = rbf_cross_covariance(z, z, gamma, alpha)
             self.grad_theta = _theta_gradient(problem, self, k_zz, grad_k, grad_t, grad_w, g_mu, g_cov)
             self.fisher = hyperparameter_fisher(z, gamma, k_zz, c["t"])
+            # with the site held (transport), c moves the mean of phi by a = 1 + K T 1: the stars see c directly in
+            # the cells the inducing points leave to the prior, which the pseudo-data's information does not count.
+            # Their Gauss-Newton curvature along a is -2 aᵀ G a (the Hessian in the mean is 2 ∂E/∂Σ, Price's
+            # theorem). Without it, Fisher steps in c overshot and c swung by MAX_HYPER_STEP for 20 steps of the
+            # Section 3 coarse stage, each swing cutting every other hyperparameter's step to the cap's share
+            follow = (1.0 + k @ c["t"].sum(dim=1)).view(problem.n_columns, problem.n_d, 1)
+            direct = -2.0 * float((follow.transpose(1, 2) @ g_cov @ follow).sum())
+            self.fisher[0, 0] += max(direct, 0.0)
         self._cache = {}
         return self
 
@@ -304,7 +312,8 @@ def hyperparameter_fisher(z: torch.Tensor, gamma: torch.Tensor, k_zz: torch.Tens
     ``∂K/∂ln gamma_d = K ∘ (z_d - z_dᵀ)² / gamma_d²``. It counts only the directions the data constrain
     (``I_alpha,alpha = ½ ||I - S||_F²`` in whitened terms), where the curvature at fixed q(u) also counts the prior's:
     that is why L-BFGS steps at fixed q(u) crawled (docs: Design notes, "Where newton's steps go"). Four M × M
-    products.
+    products. :meth:`NewtonState.with_gradients` adds to ``I_cc`` what the pseudo-data leave out: the stars'
+    information on c through the cells the inducing points leave to the prior.
 
     Parameters
     ----------

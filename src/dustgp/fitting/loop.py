@@ -11,7 +11,8 @@ number of those steps hardly depends on the size of the problem. So a newton fit
 the training grid with cells twice as large on every axis (:func:`coarse_start_grid`: 8× fewer cells, a step
 costing about half as much, the M × M work left), with the same inducing points. Its hyperparameters, inducing
 locations and q(v) — defined on the inducing points, not on the grid — are where the training grid's fit starts,
-which then needs a few steps. The coarse cells must still resolve the map: with fewer than two cells per inducing
+which then needs a few steps, with one step of q alone first, and holds the locations (the ELBO there is too
+stiff in them to move them). The coarse cells must still resolve the map: with fewer than two cells per inducing
 point there is no coarse stage (docs: Design notes, "Where newton's steps go").
 
 A fit changes no global state it did not create: torch's global random state is forked for the fit and seeded
@@ -201,10 +202,12 @@ def fit(
         runner: Runner
         if newton:
             coarse_runner = None
-            if previous is None and coarse_start_grid(grid, config) is not None:
+            # the coarse stage learns the inducing locations; a fit resumed on the training grid had one
+            coarse = coarse_start_grid(grid, config) is not None
+            if previous is None and coarse:
                 result.seconds, coarse_runner = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
                 stats = likelihood.statistics()  # with what the coarse stage learned of the noise model
-            runner = NewtonRunner(gp, cells, stats, grid, config, likelihood)
+            runner = NewtonRunner(gp, cells, stats, grid, config, likelihood, after_coarse=coarse)
             if coarse_runner is not None:
                 runner.adopt_step_controls(coarse_runner)
             if previous:

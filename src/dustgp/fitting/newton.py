@@ -364,6 +364,11 @@ class NewtonRunner:
     fit converged. ``tolerance`` multiplies both tolerances (the coarse stage of :func:`dustgp.fit` stops at a
     looser one).
     ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
+
+    ``after_coarse``: the model comes from :func:`dustgp.fit`'s coarse stage. Its inducing locations are held (on
+    the training grid the ELBO is so stiff in them that its steps there moved no coordinate by 10⁻⁴ length units
+    on the Section 3 fits, while each refused trial cost an evaluation of the ELBO), and q alone takes one step,
+    not ``config.warmup``: it starts near its optimum (docs: Design notes, "Where newton's steps go").
     """
 
     def __init__(
@@ -376,17 +381,17 @@ class NewtonRunner:
         likelihood: StarLikelihood,
         *,
         tolerance: float = 1.0,
+        after_coarse: bool = False,
     ) -> None:
         self.gp, self.config, self.likelihood = gp, config, likelihood
-        learn_z = config.learn_inducing_locations and config.learn_hyperparameters
+        learn_z = config.learn_inducing_locations and config.learn_hyperparameters and not after_coarse
         fixed = None if learn_z else gp.inducing_points.detach()
         self.problem = NewtonProblem.build(
             cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=config.learn_hyperparameters
         )
         theta, m, l_precision = newton_start(gp, self.problem)
-        self.optimizer = NewtonOptimizer(
-            self.problem, theta, m, l_precision, warmup=config.warmup, likelihood=likelihood
-        )
+        warmup = min(config.warmup, 1) if after_coarse else config.warmup
+        self.optimizer = NewtonOptimizer(self.problem, theta, m, l_precision, warmup=warmup, likelihood=likelihood)
         self.step_tol = tolerance * config.step_tol
         self.elbo_tol = tolerance * max(1.0, 1e-5 * stats.n_stars)
         self.passed = 0
@@ -400,7 +405,7 @@ class NewtonRunner:
         median, spread = relative_change(old, new)
         tol = self.step_tol
         small = median < tol and spread < 5.0 * tol and new.elbo - old.elbo < self.elbo_tol
-        self.passed = self.passed + 1 if small and self.optimizer.steps > self.config.warmup else 0
+        self.passed = self.passed + 1 if small and self.optimizer.steps > self.optimizer.warmup else 0
         stop = None
         if self.config.stop == "map" and self.passed >= self.config.patience:
             stop = "converged"
