@@ -77,7 +77,8 @@ class FitConfig:
         No stop rule fires before this many iterations (SVI).
     step_tol : float
         ``"newton"`` stop rule: q90 over the training cells of the relative change of the median density, and of
-        the posterior spread of phi (5 × ``step_tol``), per step, at ``patience`` steps in a row.
+        the posterior spread of phi (10 × ``step_tol``: 2% at the default, see
+        :data:`dustgp.fitting.stopping.SPREAD_TOLERANCE`), per step, at ``patience`` steps in a row.
     warmup : int
         ``"newton"``: steps of q alone before the hyperparameters move (at most one on the training grid after the
         coarse stage, whose q starts near its optimum).

@@ -51,7 +51,7 @@ from ..model import DustGP
 from ..sightlines import GaussianStatistics, cell_extinction_moments
 from .config import FitConfig
 from .exact_elbo import DTYPE, Geometry, NewtonProblem, NewtonState, evaluate, pack, transport
-from .stopping import elbo_rule_fires
+from .stopping import SPREAD_TOLERANCE, elbo_rule_fires
 
 __all__ = [
     "LBFGS",
@@ -359,10 +359,10 @@ class NewtonRunner:
     """The default: natural-gradient steps on q(v), Fisher scoring and L-BFGS on theta (see the module docstring).
 
     Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
-    less than 5 × ``step_tol`` (q90 over the training cells, relative), and the ELBO by less than max(1, 0.01 per
-    1000 stars) nats, at ``patience`` steps in a row; a step that cannot raise the ELBO any more also ends the
-    fit converged. ``tolerance`` multiplies both tolerances (the coarse stage of :func:`dustgp.fit` stops at a
-    looser one).
+    less than :data:`~dustgp.fitting.stopping.SPREAD_TOLERANCE` × ``step_tol`` (q90 over the training cells,
+    relative), and the ELBO by less than max(1, 0.01 per 1000 stars) nats, at ``patience`` steps in a row; a step
+    that cannot raise the ELBO any more also ends the fit converged. ``tolerance`` multiplies both tolerances (the
+    coarse stage of :func:`dustgp.fit` stops at a looser one).
     ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
 
     ``after_coarse``: the model comes from :func:`dustgp.fit`'s coarse stage. Its inducing locations are held (on
@@ -404,7 +404,7 @@ class NewtonRunner:
         old, new = moved
         median, spread = relative_change(old, new)
         tol = self.step_tol
-        small = median < tol and spread < 5.0 * tol and new.elbo - old.elbo < self.elbo_tol
+        small = median < tol and spread < SPREAD_TOLERANCE * tol and new.elbo - old.elbo < self.elbo_tol
         self.passed = self.passed + 1 if small and self.optimizer.steps > self.optimizer.warmup else 0
         stop = None
         if self.config.stop == "map" and self.passed >= self.config.patience:
