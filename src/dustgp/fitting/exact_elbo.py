@@ -237,8 +237,8 @@ class NewtonState:
             # with the site held (transport), c moves the mean of phi by a = 1 + K T 1: the stars see c directly in
             # the cells the inducing points leave to the prior, which the pseudo-data's information does not count.
             # Their Gauss-Newton curvature along a is -2 aᵀ G a (the Hessian in the mean is 2 ∂E/∂Σ, Price's
-            # theorem). Without it, Fisher steps in c overshot and c swung by MAX_HYPER_STEP for 20 steps of the
-            # Section 3 coarse stage, each swing cutting every other hyperparameter's step to the cap's share
+            # theorem). Without it, Fisher steps in c overshot and c swung by MAX_HYPER_STEP, each swing cutting every
+            # other hyperparameter's step to the cap's share (docs: Design notes, "Where newton's steps go")
             follow = (1.0 + k @ c["t"].sum(dim=1)).view(problem.n_columns, problem.n_d, 1)
             direct = -2.0 * float((follow.transpose(1, 2) @ g_cov @ follow).sum())
             self.fisher[0, 0] += max(direct, 0.0)

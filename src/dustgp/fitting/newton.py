@@ -417,17 +417,15 @@ class NewtonRunner:
         newton_store(self.gp, self.problem, self.optimizer.state)
 
     def adopt_step_controls(self, other: NewtonRunner) -> None:
-        """Start with the step controls that ``other`` (the coarse stage) ended with, the locations' trust radius
-        at most ``MIN_LOCATION_STEP``.
+        """Start with the step controls that ``other`` (the coarse stage) ended with.
 
         The damping and the secant ratio describe the objective near its optimum, which the coarse grid shares with
         the training grid: started afresh, the training grid's first theta step overshoots (ρ back at 1). The
-        locations' radius does not carry over: the training grid's ELBO is far stiffer in them, and steps the
-        coarse grid took (0.3) were refused there by up to 4 × 10⁵ nats.
+        locations' controls come along unused: after the coarse stage the training grid holds the locations
+        (``after_coarse``).
         """
         for name in NewtonOptimizer.STEP_CONTROLS:
             setattr(self.optimizer, name, getattr(other.optimizer, name))
-        self.optimizer.location_radius = min(self.optimizer.location_radius, NewtonOptimizer.MIN_LOCATION_STEP)
 
     def optimizer_state(self) -> dict[str, Any]:
         """Step count, stop-rule streak, the L-BFGS memory and the step controls (plain values, for weights-only
