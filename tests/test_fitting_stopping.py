@@ -9,6 +9,7 @@ import pytest
 
 import dustgp
 from dustgp.fitting import FitConfig, load_checkpoint
+from dustgp.fitting.stopping import SPREAD_TOLERANCE, StepConvergence
 from fitting_skies import TRAIN, svi_fit, svi_sky
 
 
@@ -100,3 +101,44 @@ def test_map_rule_stops_where_its_record_says(fitted) -> None:
         assert (fitted.stopped_by, fitted.iterations, fitted.converged) == ("max_iterations", cfg.max_iterations, False)
     else:
         assert (fitted.stopped_by, fitted.iterations, fitted.converged) == ("map converged", expected, True)
+
+
+def test_the_step_rule_holds_after_patience_or_at_the_end_of_a_contraction() -> None:
+    tol, elbo_tol = 1e-2, 1.0
+    # changes shrinking by 0.4 per step: the tail after a change x sums to x * 0.4 / 0.6 = 0.67 x
+    rule = StepConvergence(tol, elbo_tol, patience=3)
+    shrinking = [(0.1 * 0.4**k, 1.0 * 0.4**k, 10.0 * 0.4**k) for k in range(6)]
+    holds = [rule.update(*changes, full=True) for changes in shrinking]
+    # step 3 (0.0064, 0.064, 0.64) is the first within the tolerances; two shrinking steps are behind it and its
+    # tail (0.0043, 0.043 against SPREAD_TOLERANCE * tol = 0.1, 0.43 nats) is within them
+    assert shrinking[2][0] > tol > shrinking[3][0]
+    assert SPREAD_TOLERANCE * tol > shrinking[3][1]
+    assert holds == [False, False, False, True, True, True]
+
+    # the same changes from steps shortened by the line search: the contraction is not trusted, patience decides
+    rule = StepConvergence(tol, elbo_tol, patience=3)
+    assert [rule.update(*changes, full=False) for changes in shrinking] == [False, False, False, False, False, True]
+
+    # slowly shrinking changes (ratio 0.9): each within the tolerances, yet the tail (9 x) is not, so patience decides
+    rule = StepConvergence(tol, elbo_tol, patience=3)
+    slow = [(0.008 * 0.9**k, 0.08 * 0.9**k, 0.8 * 0.9**k) for k in range(4)]
+    assert [rule.update(*changes, full=True) for changes in slow] == [False, False, True, True]
+
+    # a change that grows again ends the contraction; a failing step resets the count
+    rule = StepConvergence(tol, elbo_tol, patience=5)
+    assert not rule.update(0.004, 0.04, 0.4, full=True)
+    assert not rule.update(0.001, 0.01, 0.1, full=True)
+    assert not rule.update(0.0015, 0.005, 0.05, full=True)
+    assert not rule.update(0.02, 0.01, 0.1, full=True)
+    assert rule.passed == 0
+    # steps of a warm-up never pass
+    assert not any(rule.update(0.0, 0.0, 0.0, full=True, counts=False) for _ in range(5))
+
+    # the state round-trips (a resumed fit continues the same rule)
+    rule = StepConvergence(tol, elbo_tol, patience=3)
+    for changes in shrinking[:3]:
+        rule.update(*changes, full=True)
+    resumed = StepConvergence(tol, elbo_tol, patience=3)
+    resumed.restore(rule.state())
+    assert resumed.update(*shrinking[3], full=True)
+    assert rule.update(*shrinking[3], full=True)

@@ -78,7 +78,9 @@ class FitConfig:
     step_tol : float
         ``"newton"`` stop rule: q90 over the training cells of the relative change of the median density, and of
         the posterior spread of phi (10 × ``step_tol``: 2% at the default, see
-        :data:`dustgp.fitting.stopping.SPREAD_TOLERANCE`), per step, at ``patience`` steps in a row.
+        :data:`dustgp.fitting.stopping.SPREAD_TOLERANCE`), per step, at ``patience`` steps in a row, or at a
+        step that ends a contraction whose tail is within the tolerances
+        (:class:`dustgp.fitting.stopping.StepConvergence`).
     warmup : int
         ``"newton"``: steps of q alone before the hyperparameters move (at most one on the training grid after the
         coarse stage, whose q starts near its optimum).

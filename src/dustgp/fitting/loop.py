@@ -200,12 +200,13 @@ def fit(
     with _private_random_state(config.seed, device), pyro.get_param_store().scope():
         cells = cells_pc / gp.length_unit
         runner: Runner
+        started = time.perf_counter()  # the coarse start and the runner's set-up (an ELBO evaluation) count
         if newton:
             coarse_runner = None
             # the coarse stage learns the inducing locations; a fit resumed on the training grid had one
             coarse = coarse_start_grid(grid, config) is not None
             if previous is None and coarse:
-                result.seconds, coarse_runner = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
+                coarse_runner = _coarse_start(gp, on_grid, grid, config, likelihood, progress=progress)
                 stats = likelihood.statistics()  # with what the coarse stage learned of the noise model
             runner = NewtonRunner(gp, cells, stats, grid, config, likelihood, after_coarse=coarse)
             if coarse_runner is not None:
@@ -214,6 +215,7 @@ def fit(
                 runner.restore(previous["optimizer"])
         else:
             runner = SviRunner(gp, cells, stats, grid, config, previous, likelihood)
+        result.seconds = time.perf_counter() - started
         result = _train(runner, result, previous, checkpoint=checkpoint, progress=progress)
         result.star_checks = star_checks(on_grid, likelihood, runner.predictive())
     stopped_by = result.stopped_by
@@ -250,7 +252,8 @@ def _train(
     newton = config.method == "newton"
     losses: list[float] = list(previous["losses"].tolist()) if previous else []
     changes: list[tuple[int, float]] = [tuple(r) for r in previous["map_changes"].tolist()] if previous else []
-    seconds = float(previous["seconds"]) if previous else result.seconds  # a coarse start's time counts
+    # a coarse start's time and the runner's set-up count
+    seconds = (float(previous["seconds"]) if previous else 0.0) + result.seconds
     start_iteration = len(losses)
     stopped_by = "max_iterations"
     initial = _parameter_values(gp)
@@ -353,8 +356,8 @@ def coarse_start_grid(grid: Grid, config: FitConfig) -> Grid | None:
 
 def _coarse_start(
     gp: DustGP, catalog: Catalog, grid: Grid, config: FitConfig, likelihood: StarLikelihood, *, progress: bool
-) -> tuple[float, NewtonRunner]:
-    """Fit ``gp`` on :func:`coarse_start_grid` to its stop rule; its seconds and its runner.
+) -> NewtonRunner:
+    """Fit ``gp`` on :func:`coarse_start_grid` to its stop rule; its runner.
 
     The hyperparameters, inducing locations and q(v) it ends with are the training grid's starting point (q(v) is
     defined on the inducing points, not on the grid), and ``likelihood`` takes its learned noise parameters. The
@@ -395,7 +398,7 @@ def _coarse_start(
         seconds,
         stop or "max_iterations",
     )
-    return seconds, runner
+    return runner
 
 
 def _initial_model(catalog: Catalog, grid: Grid, config: FitConfig, dtype: torch.dtype) -> DustGP:

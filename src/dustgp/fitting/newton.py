@@ -51,7 +51,7 @@ from ..model import DustGP
 from ..sightlines import GaussianStatistics, cell_extinction_moments
 from .config import FitConfig
 from .exact_elbo import DTYPE, Geometry, NewtonProblem, NewtonState, evaluate, pack, transport
-from .stopping import SPREAD_TOLERANCE, elbo_rule_fires
+from .stopping import StepConvergence, elbo_rule_fires
 
 __all__ = [
     "LBFGS",
@@ -225,6 +225,7 @@ class NewtonOptimizer:
         self.curvature_scale = 1.0  # ρ: the Fisher information is scaled by it (secant_ratio)
         self.location_refusals = 0  # location steps refused in a row (the back-off of MIN_LOCATION_STEP)
         self.steps = 0
+        self.full_step = False  # the last step was the first trial at an uncapped natural-gradient step
         self.cell_moments: torch.Tensor | None = None
         state = evaluate(problem, Geometry.at(problem, theta), m, l_precision)
         self.state = self._refresh(state).with_gradients(problem)
@@ -329,7 +330,7 @@ class NewtonOptimizer:
             moves_z = locations.numel() > 0 and not held
             trials += [(beta_max, fh, fz) for fh, fz in self.THETA_TRIALS if moves_z or fz == fh]
         trials += [(beta_max * beta, 0.0, 0.0) for beta in self.BETAS]
-        for beta, fh, fz in trials:
+        for index, (beta, fh, fz) in enumerate(trials):
             q = propose(old, beta, self.problem)
             if q is None:
                 continue
@@ -351,6 +352,7 @@ class NewtonOptimizer:
                     self._adapt(fh, fz, held)
                 self.state = candidate
                 self.steps += 1
+                self.full_step = index == 0 and beta_max == 1.0
                 return old, candidate
         return None
 
@@ -358,11 +360,12 @@ class NewtonOptimizer:
 class NewtonRunner:
     """The default: natural-gradient steps on q(v), Fisher scoring and L-BFGS on theta (see the module docstring).
 
-    Stop rule ``"map"``: the median density changed by less than ``step_tol`` and the posterior spread of phi by
-    less than :data:`~dustgp.fitting.stopping.SPREAD_TOLERANCE` × ``step_tol`` (q90 over the training cells,
-    relative), and the ELBO by less than max(1, 0.01 per 1000 stars) nats, at ``patience`` steps in a row; a step
-    that cannot raise the ELBO any more also ends the fit converged. ``tolerance`` multiplies both tolerances (the
-    coarse stage of :func:`dustgp.fit` stops at a looser one).
+    Stop rule ``"map"`` (:class:`~dustgp.fitting.stopping.StepConvergence`): the median density changed by less
+    than ``step_tol`` and the posterior spread of phi by less than
+    :data:`~dustgp.fitting.stopping.SPREAD_TOLERANCE` × ``step_tol`` (q90 over the training cells, relative), and
+    the ELBO by less than max(1, 0.01 per 1000 stars) nats, at ``patience`` steps in a row, or at the end of a
+    contraction of full steps; a step that cannot raise the ELBO any more also ends the fit converged.
+    ``tolerance`` multiplies the tolerances (the coarse stage of :func:`dustgp.fit` stops at a looser one).
     ``"elbo"``: the paper's rule over the last ``elbo_window`` steps.
 
     ``after_coarse``: the model comes from :func:`dustgp.fit`'s coarse stage. Its inducing locations are held (on
@@ -392,9 +395,9 @@ class NewtonRunner:
         theta, m, l_precision = newton_start(gp, self.problem)
         warmup = min(config.warmup, 1) if after_coarse else config.warmup
         self.optimizer = NewtonOptimizer(self.problem, theta, m, l_precision, warmup=warmup, likelihood=likelihood)
-        self.step_tol = tolerance * config.step_tol
-        self.elbo_tol = tolerance * max(1.0, 1e-5 * stats.n_stars)
-        self.passed = 0
+        self.rule = StepConvergence(
+            tolerance * config.step_tol, tolerance * max(1.0, 1e-5 * stats.n_stars), config.patience
+        )
 
     def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
         moved = self.optimizer.step()
@@ -403,11 +406,10 @@ class NewtonRunner:
             return -state.elbo, 0.0, "converged"
         old, new = moved
         median, spread = relative_change(old, new)
-        tol = self.step_tol
-        small = median < tol and spread < SPREAD_TOLERANCE * tol and new.elbo - old.elbo < self.elbo_tol
-        self.passed = self.passed + 1 if small and self.optimizer.steps > self.optimizer.warmup else 0
+        counts = self.optimizer.steps > self.optimizer.warmup
+        holds = self.rule.update(median, spread, new.elbo - old.elbo, full=self.optimizer.full_step, counts=counts)
         stop = None
-        if self.config.stop == "map" and self.passed >= self.config.patience:
+        if self.config.stop == "map" and holds:
             stop = "converged"
         elif self.config.stop == "elbo" and elbo_rule_fires([*losses, -new.elbo], self.config):
             stop = "elbo rule"
@@ -437,7 +439,7 @@ class NewtonRunner:
         """
         return {
             "steps": self.optimizer.steps,
-            "passed": self.passed,
+            **self.rule.state(),
             "lbfgs": [[[s.cpu(), y.cpu()] for s, y in self.optimizer.lbfgs.pairs]],
             **{name: getattr(self.optimizer, name) for name in NewtonOptimizer.STEP_CONTROLS},
         }
@@ -446,7 +448,8 @@ class NewtonRunner:
         """Continue from :meth:`optimizer_state` (a checkpoint without it starts a fresh memory and warm-up)."""
         if "lbfgs" not in state:
             return
-        self.optimizer.steps, self.passed = int(state["steps"]), int(state["passed"])
+        self.optimizer.steps = int(state["steps"])
+        self.rule.restore(state)
         device = self.problem.cells.device
         memory = self.optimizer.lbfgs.pairs
         memory.clear()
