@@ -6,7 +6,7 @@ own predictive intervals hold ~61% of them: the map is confidently wrong between
 says where, for fits that differ only in the number of inducing points M:
 
 * cells binned by their distance (in prediction cells) from the nearest structure cell (true density above
-  10^-3.3 mag/pc, twice the background): coverage, median predicted log10 density against the truth, median band
+  twice the background): coverage, median predicted log10 density against the truth, median band
   half-width in dex;
 * "holes": cells whose predicted median lies more than 1 dex below a background truth (the RBF prior's undershoot
   next to sharp structures, which the stars cannot see: 10^-4.5 and 10^-3.5 mag/pc differ by < 0.01 mag over 30 pc);
@@ -15,10 +15,12 @@ says where, for fits that differ only in the number of inducing points M:
   standard error;
 * extinction: the band's median width against the median absolute error.
 
-Fits are cached (``bench_likelihood.CHECKPOINTS``, ``twin-seed{seed}-m{M}.ckpt``, shared with
-``bench_likelihood.py --inducing-points M``); a cached fit is only predicted again.
+Fits are cached (``bench_likelihood.checkpoint_for``, shared with ``bench_likelihood.py --inducing-points M``
+and its sky options); a cached fit is only predicted again.
 
     .venv/bin/python benchmarks/bench_bands.py --inducing-points 500 1000
+    .venv/bin/python benchmarks/bench_bands.py --inducing-points 500 --structure-size 2 --background 1.6e-3 \
+        --out benchmarks/results/bands-twin-resolved.json
 """
 
 from __future__ import annotations
@@ -35,22 +37,18 @@ import torch
 from scipy import ndimage
 
 import dustgp
-from bench_likelihood import CASES, CHECKPOINTS, FIT, MOCK, PREDICT, TRAIN, TRUTH, structure_peaks
+from bench_likelihood import CASES, CHECKPOINTS, FIT, PREDICT, TRAIN, checkpoint_for, mock, structure_peaks
 from bench_scaling import machine, versions
-from dustgp.simulate import simulate
+from dustgp.simulate import REALISTIC_BACKGROUND
 from dustgp.validation import compare_to_truth
 
 HERE = Path(__file__).resolve().parent
-#: A cell is part of a structure where its true density exceeds this, log10 mag/pc (the background is -3.52)
-STRUCTURE_LOG10 = -3.3
+#: A cell is part of a structure where its true density exceeds this many times the background
+STRUCTURE_CONTRAST = 2.0
 #: Distance bins from the nearest structure cell, in prediction cells (0: the structure itself)
 BINS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 10**6))
 #: Ranges of distance from the Sun, pc, for the breakdown by distance
 RANGES = ((180, 260), (260, 340), (340, 420), (420, 500))
-
-
-def checkpoint_for(m: int, seed: int) -> Path:
-    return CHECKPOINTS / f"twin-seed{seed}-m{m}.ckpt"
 
 
 def by_distance(
@@ -75,10 +73,10 @@ def by_distance(
     return rows
 
 
-def diagnose(m: int, seed: int) -> dict[str, Any]:
-    sky = simulate(TRUTH, seed=seed, **MOCK)
+def diagnose(m: int, seed: int, background: float = REALISTIC_BACKGROUND, size: float = 1.0) -> dict[str, Any]:
+    sky = mock(seed, False, background, size)
     options = {**FIT, **CASES["twin"][1], "inducing_points": m}
-    checkpoint = checkpoint_for(m, seed)
+    checkpoint = checkpoint_for("twin", seed, m, background, size)
     CHECKPOINTS.mkdir(exist_ok=True)
     where = {"resume": checkpoint} if checkpoint.exists() else {"checkpoint": checkpoint}
     fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, **options, **where)
@@ -91,7 +89,7 @@ def diagnose(m: int, seed: int) -> dict[str, Any]:
     log_truth, log_median = np.log10(truth), np.log10(median)
     half_width = 0.5 * np.log10(hi / lo)
     inside = (truth >= lo) & (truth <= hi)
-    structure = log_truth > STRUCTURE_LOG10
+    structure = truth > STRUCTURE_CONTRAST * sky.background
     cells_away = ndimage.distance_transform_edt(~structure)
     bins = []
     for near, far in BINS:
@@ -117,6 +115,8 @@ def diagnose(m: int, seed: int) -> dict[str, Any]:
     return {
         "inducing_points": m,
         "seed": seed,
+        "background": background,
+        "structure_size": size,
         "steps": fitted.iterations,
         "converged": fitted.converged,
         "fit_seconds": fitted.seconds,
@@ -166,19 +166,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inducing-points", type=int, nargs="+", default=[500, 1000])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--background", type=float, default=REALISTIC_BACKGROUND, help="mock background, mag/pc")
+    parser.add_argument("--structure-size", type=float, default=1.0, help="the structures' widths times this")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bands-twin.json")
     args = parser.parse_args()
-    rows = [diagnose(m, args.seed) for m in args.inducing_points]
+    rows = [diagnose(m, args.seed, args.background, args.structure_size) for m in args.inducing_points]
     print_rows(rows)
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "benchmarks/bench_bands.py " + " ".join(f"--inducing-points {m}" for m in args.inducing_points),
+        "command": "benchmarks/bench_bands.py --inducing-points "
+        + " ".join(str(m) for m in args.inducing_points)
+        + f" --seed {args.seed} --background {args.background:g} --structure-size {args.structure_size:g}",
         "machine": {**machine(), "torch_threads": torch.get_num_threads()},
         "versions": versions(),
-        "structure_log10": STRUCTURE_LOG10,
+        "structure_contrast": STRUCTURE_CONTRAST,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    args.out.write_text(json.dumps(record, indent=1, default=lambda o: np.asarray(o).tolist()) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -27,6 +27,11 @@ inflation, the old default) and ``gaussian`` (Gaussian, distance errors ignored)
     .venv/bin/python benchmarks/bench_likelihood.py --cases twin default --inducing-points 1000 \
         --out benchmarks/results/likelihood-m1000-seed1.json
     .venv/bin/python benchmarks/bench_likelihood.py --scale --baseline ade638e   # side by side with a revision
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin default gaussian inflate \
+        --structure-size 2 --background 1.6e-3 --out benchmarks/results/likelihood-resolved.json
+
+``--structure-size`` and ``--background`` change the mock's sky (``realistic_region(size=...)``, mag/pc): at the
+default size the sheet, filament and core are thinner than one training cell.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
 from dustgp.likelihood import StarLikelihood, StarNodes
 from dustgp.sightlines import cell_extinction_moments
-from dustgp.simulate import simulate
+from dustgp.simulate import REALISTIC_BACKGROUND, realistic_region, simulate
 from dustgp.validation import compare_to_truth
 
 HERE = Path(__file__).resolve().parent
@@ -106,14 +111,35 @@ def score_stars(fitted: Any, sky: Any) -> dict[str, Any]:
     return summary
 
 
-def run_case(name: str, seed: int, inducing_points: int = FIT["inducing_points"]) -> dict[str, Any]:
+def mock(seed: int, realistic: bool, background: float = REALISTIC_BACKGROUND, size: float = 1.0) -> Any:
+    """The realistic mock (``realistic=True``) or its clean twin, with the structures ``size`` times as wide."""
+    structures = realistic_region(TRUTH, size=size)
+    options = {**MOCK, "structures": structures, "background": background, **(REALISTIC if realistic else {})}
+    return simulate(TRUTH, seed=seed, **options)
+
+
+def checkpoint_for(
+    name: str, seed: int, inducing_points: int, background: float = REALISTIC_BACKGROUND, size: float = 1.0
+) -> Path:
+    """Where a case's finished fit is cached (shared with ``bench_bands.py``)."""
+    sky_tag = "" if (background, size) == (REALISTIC_BACKGROUND, 1.0) else f"-bg{background:g}-size{size:g}"
+    return CHECKPOINTS / f"{name}-seed{seed}-m{inducing_points}{sky_tag}.ckpt"
+
+
+def run_case(
+    name: str,
+    seed: int,
+    inducing_points: int = FIT["inducing_points"],
+    background: float = REALISTIC_BACKGROUND,
+    size: float = 1.0,
+) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
     realistic, options = CASES[name]
     fit_options = {**FIT, "inducing_points": inducing_points, **options}
-    sky = simulate(TRUTH, seed=seed, **MOCK, **(REALISTIC if realistic else {}))
+    sky = mock(seed, realistic, background, size)
     t0 = time.perf_counter()
     # a finished fit is not fitted again when the run is repeated
-    checkpoint = CHECKPOINTS / f"{name}-seed{seed}-m{inducing_points}.ckpt"
+    checkpoint = checkpoint_for(name, seed, inducing_points, background, size)
     if checkpoint.exists():
         fitted = dustgp.fit(sky.catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **fit_options)
     else:
@@ -131,6 +157,8 @@ def run_case(name: str, seed: int, inducing_points: int = FIT["inducing_points"]
         "realistic": realistic,
         "options": options,
         "inducing_points": inducing_points,
+        "background": background,
+        "structure_size": size,
         "steps": fitted.iterations,
         "converged": fitted.converged,
         "fit_seconds": fit_seconds,
@@ -209,6 +237,12 @@ def main() -> None:
     parser.add_argument(
         "--inducing-points", type=int, default=FIT["inducing_points"], help="M of every fit (default %(default)s)"
     )
+    parser.add_argument(
+        "--background", type=float, default=REALISTIC_BACKGROUND, help="mock background, mag/pc (default %(default)s)"
+    )
+    parser.add_argument(
+        "--structure-size", type=float, default=1.0, help="the structures' widths times this (default %(default)s)"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -233,11 +267,12 @@ def main() -> None:
         out = args.out or HERE / "results" / "likelihood-scale.json"
     else:
         fit = {**FIT, "inducing_points": args.inducing_points}
-        record |= {"mock": {**MOCK, **REALISTIC}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": fit}
+        sky = {"background": args.background, "structure_size": args.structure_size}
+        record |= {"mock": {**MOCK, **REALISTIC, **sky}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": fit}
         rows = []
         for seed in args.seeds:
             for name in args.cases:
-                rows.append(run_case(name, seed, args.inducing_points))
+                rows.append(run_case(name, seed, args.inducing_points, args.background, args.structure_size))
                 print_rows(rows[-1:])
                 print(json.dumps(rows[-1], default=str), flush=True)
         record["rows"] = rows

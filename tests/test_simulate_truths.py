@@ -39,6 +39,25 @@ def test_realistic_structures_are_where_stated() -> None:
     assert core.peak * core.sigma * np.sqrt(2 * np.pi) > 1.0  # a dense core: > 1 mag through it
 
 
+def test_larger_realistic_structures_keep_their_place_and_their_column() -> None:
+    """``size`` widens every structure and lowers its peak: same sightline, same peak, same column through it."""
+    d = np.arange(0.0, 800.0, 0.05)
+    for small, large in zip(realistic_region(PAPER_REGION), realistic_region(PAPER_REGION, size=2.0), strict=True):
+        assert large.name == small.name
+        assert large.sightline() == small.sightline()
+        assert large.peak == pytest.approx(small.peak / 2.0, rel=1e-12)
+        l, b = small.sightline()
+        columns = [
+            np.sum(s.density_at(np.full_like(d, l), np.full_like(d, b), d)) * 0.05 for s in (small, large)
+        ]  # mag; the profiles are Gaussian in distance, tens of 0.05 pc steps wide
+        assert columns[1] == pytest.approx(columns[0], rel=1e-3)
+        assert large.peak_distance(d_range=(0.0, PAPER_REGION.d_max)) == pytest.approx(
+            small.peak_distance(d_range=(0.0, PAPER_REGION.d_max)), abs=0.05
+        )
+    with pytest.raises(ValueError, match="size: expected a factor > 0, got 0"):
+        realistic_region(PAPER_REGION, size=0)
+
+
 def test_each_realistic_sightline_peaks_at_its_own_structure() -> None:
     """Along each structure's sightline the densest point of the whole truth is that structure's."""
     sky = simulate(PAPER_REGION, n_stars=100, structures="realistic", seed=1)

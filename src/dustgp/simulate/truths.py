@@ -61,7 +61,7 @@ def _random_clumps(
     )
 
 
-def realistic_region(region: Grid) -> tuple[Structure, ...]:
+def realistic_region(region: Grid, size: float = 1.0) -> tuple[Structure, ...]:
     """A filament, a dense core, a near sheet and a far clump, placed inside ``region``.
 
     Positions are fractions ``(fl, fb, fd)`` of the region's l, b and d ranges, sizes fractions of its smallest
@@ -84,16 +84,24 @@ def realistic_region(region: Grid) -> tuple[Structure, ...]:
     No structure lies on another's :meth:`~Structure.sightline`, so the densest point along each one's sightline
     is its own. Pair with :data:`REALISTIC_BACKGROUND`.
 
+    ``size`` scales every width (and the sheet's thickness) and divides every peak, so the column through each
+    structure stays as tabled: ``size=2`` makes the structures as wide as one to two cells of the Section 3
+    training grid (9 pc deep), where ``size=1`` puts the sheet, the filament and the core below one cell.
+
     Parameters
     ----------
     region : Grid
         The truth region (ghost cells ignored).
+    size : float
+        Factor on the widths and divisor of the peaks (> 0).
 
     Returns
     -------
     tuple of Structure
         ``(sheet, filament, core, far clump)``, named ``'near sheet'``, ``'filament'``, ``'core'``, ``'far clump'``.
     """
+    if not size > 0:
+        raise ValueError(f"size: expected a factor > 0, got {size!r}")
     region = region.with_ghost_cells(0)
     l_lo, l_hi = float(region.l_edges[0]), float(region.l_edges[-1])
     b_lo, b_hi = float(region.b_edges[0]), float(region.b_edges[-1])
@@ -120,14 +128,14 @@ def realistic_region(region: Grid) -> tuple[Structure, ...]:
     return (
         Sheet(
             d_lo + 0.12 * (d_hi - d_lo),
-            0.06 * s,
-            0.02,
+            0.06 * s * size,
+            0.02 / size,
             (l_at(0.05), l_at(0.45)),
             (b_at(0.45), b_at(0.95)),
             edge=edge,
             name="near sheet",
         ),
-        Filament(at(0.10, 0.15, 0.45), at(0.75, 0.40, 0.55), 0.08 * s, 0.015, name="filament"),
-        Clump(at(0.70, 0.72, 0.30), 0.07 * s, 0.06, name="core"),
-        Clump(at(0.88, 0.25, 0.82), 0.15 * s, 0.015, name="far clump"),
+        Filament(at(0.10, 0.15, 0.45), at(0.75, 0.40, 0.55), 0.08 * s * size, 0.015 / size, name="filament"),
+        Clump(at(0.70, 0.72, 0.30), 0.07 * s * size, 0.06 / size, name="core"),
+        Clump(at(0.88, 0.25, 0.82), 0.15 * s * size, 0.015 / size, name="far clump"),
     )
