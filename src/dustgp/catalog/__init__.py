@@ -41,6 +41,7 @@ from .distances import (
     parallax_distance_percentiles,
     parallax_nodes,
     parallax_percentiles_and_nodes,
+    volume_prior_posterior,
 )
 from .gaia import catalog_for_grid, fetch_gaia, gaia_catalog, read_gaia_table, write_gaia_table
 from .gaia_archive import GAIA_TAP_URL, GaiaError, TapJob, TapService, default_service, fetch_gaia_table
@@ -106,5 +107,6 @@ __all__ = [
     "parallax_percentiles_and_nodes",
     "read_gaia_table",
     "sky_chunks",
+    "volume_prior_posterior",
     "write_gaia_table",
 ]

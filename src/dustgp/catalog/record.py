@@ -43,7 +43,7 @@ from .checks import (
     check_extinction_plausible,
     raise_problems,
 )
-from .distances import PARALLAX_LENGTH_SCALE, lognormal_nodes, parallax_nodes
+from .distances import PARALLAX_LENGTH_SCALE, lognormal_nodes, parallax_nodes, volume_prior_posterior
 from .gradient import GradientSpec, estimate_extinction_gradient, given_gradient
 
 __all__ = ["Catalog"]
@@ -463,6 +463,13 @@ class Catalog:
                 np.median(self._extinction_err_observed),
             )
         return self._replace(lambda values: values, inflation=inflation)
+
+    def with_volume_prior(self) -> Catalog:
+        """Distances as measurements under a uniform space density (:func:`~.distances.volume_prior_posterior`)."""
+        if self._parallax is not None or self._distance_err is None:
+            raise CatalogError("with_volume_prior: expected distance uncertainties (distance_err), no parallaxes")
+        distance, distance_err = volume_prior_posterior(self._distance, self._distance_err)
+        return self._replace(lambda values: values, distance=distance, distance_err=distance_err)
 
     def _replace(self, per_star: Any, **changes: Any) -> Catalog:
         """A new catalogue of ``per_star(array)`` for each per-star array (None stays None), then ``changes``."""
