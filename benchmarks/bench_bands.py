@@ -105,7 +105,7 @@ def diagnose(m: int, seed: int, background: float = REALISTIC_BACKGROUND, size: 
                     "median_band_half_width_dex": float(np.median(half_width[chosen])),
                 }
             )
-    background = ~structure
+    in_background = ~structure
     d_cells = dmap.grid.cell_centers_lbd()[2][region]
     checks = fitted.star_checks
     rows = np.asarray(checks["row_index"])
@@ -123,10 +123,10 @@ def diagnose(m: int, seed: int, background: float = REALISTIC_BACKGROUND, size: 
         "predict_seconds": predict_seconds,
         "hyperparameters": fitted.hyperparameters(),
         "truth": compare_to_truth(dmap, sky).to_dict(),
-        "holes_fraction_of_background": float(np.mean(log_median[background] < log_truth[background] - 1.0)),
+        "holes_fraction_of_background": float(np.mean(log_median[in_background] < log_truth[in_background] - 1.0)),
         "by_distance_from_structure": bins,
         "by_distance_from_sun": by_distance(
-            d_cells, log_median - log_truth, background, sky.catalog.distance[rows], residual
+            d_cells, log_median - log_truth, in_background, sky.catalog.distance[rows], residual
         ),
         "extinction_band_width_median_mag": float(np.median(a_hi - a_lo)),
         "extinction_abs_error_median_mag": float(np.median(np.abs(a_median - a_truth))),
@@ -182,7 +182,7 @@ def main() -> None:
         "structure_contrast": STRUCTURE_CONTRAST,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(record, indent=1, default=lambda o: np.asarray(o).tolist()) + "\n")
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
