@@ -153,3 +153,40 @@ def test_the_volume_prior_needs_distance_measurements() -> None:
     plain = Catalog.from_arrays([65.0], [0.0], [300.0], [0.3], [0.05])
     with pytest.raises(CatalogError, match=r"with_volume_prior: expected distance uncertainties \(distance_err\)"):
         plain.with_volume_prior()
+
+
+def test_measured_distances_are_read_as_volume_prior_posteriors(tmp_path) -> None:
+    l, b, d, a, a_err, d_err = [65.0, 66.0], [0.0, 1.0], [300.0, 450.0], [0.3, 0.5], [0.05, 0.05], [30.0, 90.0]
+    measured = Catalog.from_arrays(l, b, d, a, a_err, distance_err=d_err, distance_kind="measurement")
+    posterior = Catalog.from_arrays(l, b, d, a, a_err, distance_err=d_err)
+    median, half_width = volume_prior_posterior(np.array(d), np.array(d_err))
+    np.testing.assert_allclose(measured.distance, median, rtol=1e-12)
+    np.testing.assert_allclose(measured.distance_err, half_width, rtol=1e-12)
+    np.testing.assert_array_equal(posterior.distance, d)  # the default reads distances as posteriors
+    # the same through a file, as a run file's [catalog] distance_kind reads it
+    Catalog.from_arrays(l, b, d, a, a_err, distance_err=d_err).to_table().write(tmp_path / "stars.ecsv")
+    read = Catalog.read(tmp_path / "stars.ecsv", distance_err="distance_err", distance_kind="measurement")
+    np.testing.assert_allclose(read.distance, median, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {},
+            r"distance_kind: 'measurement' expects distances with uncertainties \(distance_err\), got no distance_err",
+        ),
+        ({"distance_kind": "measured"}, r"distance_kind: expected 'posterior' or 'measurement', got 'measured'"),
+    ],
+)
+def test_measured_distances_need_their_uncertainties(given, message) -> None:
+    options = {"distance_kind": "measurement"} | given
+    with pytest.raises(CatalogError, match=message):
+        Catalog.from_arrays([65.0], [0.0], [300.0], [0.3], [0.05], **options)
+
+
+def test_parallaxes_are_not_distance_measurements() -> None:
+    with pytest.raises(CatalogError, match=r"distance_kind: 'measurement' expects .*, got parallaxes"):
+        Catalog.from_arrays(
+            [65.0], [0.0], None, [0.3], [0.05], parallax=[3.0], parallax_err=[0.3], distance_kind="measurement"
+        )

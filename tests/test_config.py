@@ -196,3 +196,13 @@ def test_file_errors_are_config_errors(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(path)
+
+
+def test_distance_kind_is_a_key_of_catalog_and_simulate(tmp_path: Path) -> None:
+    text = BASE.split("[grid]")[1]
+    catalog = '[catalog]\npath = "stars.fits"\ndistance_err = "d_err"\ndistance_kind = "measurement"\n'
+    assert load_config(write(tmp_path, catalog + "[grid]" + text)).catalog["distance_kind"] == "measurement"
+    config = load_config(write(tmp_path, with_line("simulate", 'distance_kind = "measurement"')))
+    assert config.simulate["distance_kind"] == "measurement"
+    with pytest.raises(ConfigError, match=r"\[simulate\] distance_kind: expected one of 'posterior', 'measurement'"):
+        load_config(write(tmp_path, with_line("simulate", 'distance_kind = "measured"')))

@@ -13,9 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from dustgp.config import load_config
+from dustgp.config import ConfigError, load_config
 from dustgp.grid import Grid
-from dustgp.pipeline import CheckpointError, default_demo_config, figure_names, read_checkpoint, run, write_figures
+from dustgp.pipeline import (
+    CheckpointError,
+    _stars,
+    default_demo_config,
+    figure_names,
+    read_checkpoint,
+    run,
+    write_figures,
+)
 from known_maps import make_map
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -151,3 +159,16 @@ def test_temporaries_of_interrupted_writes_are_removed(tmp_path) -> None:
     _clean_stale_temporaries(tmp_path)
     assert not any(path.exists() for path in stale)
     assert keep.exists()
+
+
+def test_simulated_distances_read_as_measurements_get_the_volume_prior(tmp_path: Path) -> None:
+    measured = RUN.replace("seed = 4\n", 'seed = 4\ndistance_errors = [0.05, 0.2]\ndistance_kind = "measurement"\n')
+    (tmp_path / "run.toml").write_text(measured)
+    catalog, sky = _stars(load_config(tmp_path / "run.toml"))
+    expected = sky.catalog.with_volume_prior()
+    np.testing.assert_array_equal(catalog.distance, expected.distance)
+    assert np.all(catalog.distance > sky.catalog.distance)  # the Malmquist correction moves every star out
+    exact = RUN.replace("seed = 4\n", 'seed = 4\ndistance_kind = "measurement"\n')
+    (tmp_path / "run.toml").write_text(exact)
+    with pytest.raises(ConfigError, match=r"\[simulate\] distance_kind: 'measurement' needs distance_errors"):
+        _stars(load_config(tmp_path / "run.toml"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import special, stats
 
 from dustgp.catalog import Catalog
 from dustgp.grid import Grid
@@ -98,3 +99,51 @@ def test_holdout_with_no_star_on_the_map_is_nan() -> None:
     assert report.n_stars == 0
     assert np.isnan(report.reduced_chi2)
     assert np.isnan(report.median_residual)
+
+
+def _points_on(grid: Grid, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return rng.uniform(61.0, 69.0, n), rng.uniform(-3.5, 3.5, n), rng.uniform(120.0, 480.0, n)
+
+
+def test_the_whole_predictive_scores_draws_from_itself_as_calibrated() -> None:
+    # held-out extinctions drawn from the predictive a mixture claims: (1 - eps) N(A_map, s²) + eps U(low, high)
+    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
+    dmap = make_map(grid, 1e-3)
+    rng = np.random.default_rng(7)
+    n, eps, sigma, (low, high) = 4000, 0.05, 0.05, (-0.1, 3.0)
+    l, b, d = _points_on(grid, n, rng)
+    # the mean is exact at any point, the std 0.2 x the mean (make_map)
+    a_map = 1e-3 * d
+    s = np.sqrt(sigma**2 + (0.2 * a_map) ** 2)
+    outlier = rng.random(n) < eps
+    a_obs = np.where(outlier, rng.uniform(low, high, n), a_map + s * rng.standard_normal(n))
+    held_out = Catalog.from_arrays(l=l, b=b, distance=d, extinction=a_obs, extinction_err=np.full(n, sigma))
+    report = holdout_report(dmap, held_out, outliers=(eps, low, high))
+    # mean z² of n N(0, 1) scores: sd sqrt(2 / n) = 0.022; a share: sd sqrt(0.68 x 0.32 / n) = 0.0074
+    assert report.predictive_reduced_chi2 == pytest.approx(1.0, abs=4 * np.sqrt(2 / n))
+    assert report.predictive_inside_16_84 == pytest.approx(0.68, abs=4 * np.sqrt(0.68 * 0.32 / n))
+    # the Gaussian moments alone call the same draws badly calibrated: the outliers dominate their chi²
+    assert report.reduced_chi2 > 5.0
+    # and the flagged stars are the outliers, mostly (an outlier inside the Gaussian's core is not flagged)
+    assert report.flagged == pytest.approx(outlier.sum(), rel=0.3)
+
+
+@pytest.mark.parametrize("nu", [None, 4.0])
+def test_the_whole_predictive_pit_of_known_residuals(nu: float | None) -> None:
+    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(100, 500, 8), ghost_cells=1)
+    d = np.array([150.0, 250.0, 350.0, 450.0])
+    a_map, sigma, eps, (low, high) = 1e-3 * d, 0.05, 0.1, (0.0, 2.0)
+    offset = np.array([0.1, -0.05, 0.02, 1.2])
+    held_out = Catalog.from_arrays(
+        l=[62.0, 64.0, 66.0, 68.0],
+        b=[0.0, 1.0, -1.0, 2.0],
+        distance=d,
+        extinction=a_map + offset,
+        extinction_err=[sigma] * 4,
+    )
+    z = offset / np.sqrt(sigma**2 + (0.2 * a_map) ** 2)
+    cdf = special.ndtr(z) if nu is None else stats.t.cdf(z, df=nu)
+    pit = (1 - eps) * cdf + eps * (a_map + offset - low) / (high - low)
+    report = holdout_report(make_map(grid, 1e-3), held_out, outliers=(eps, low, high), nu=nu)
+    assert report.predictive_reduced_chi2 == pytest.approx(np.mean(special.ndtri(pit) ** 2), rel=1e-9)
+    assert report.predictive_inside_16_84 == np.mean((pit > 0.16) & (pit < 0.84))

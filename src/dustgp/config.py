@@ -127,8 +127,10 @@ def gaia_catalog_keys() -> dict[str, Any]:
 
 
 def simulate_keys() -> dict[str, Any]:
-    """The keys of ``[simulate]``: the options of :func:`simulate`; ``region`` is a table of axes."""
-    return _signature_keys(simulate, {"region"}) | {"region": {"l": _Axis, "b": _Axis, "d": _Axis}}
+    """The keys of ``[simulate]``: the options of :func:`simulate`; ``region`` is a table of axes, ``distance_kind``
+    how the fit reads the simulated distances (as ``[catalog]``'s, :meth:`Catalog.read`)."""
+    region = {"region": {"l": _Axis, "b": _Axis, "d": _Axis}}
+    return _signature_keys(simulate, {"region"}) | region | {"distance_kind": Literal["posterior", "measurement"]}
 
 
 # ---- type checks ----------------------------------------------------------------------------------------------

@@ -207,9 +207,13 @@ class StarLikelihood:
         #: each node's cell in the flat (column, distance) order of the cell moments, and in the grid's order
         self.flat_cell = self.column * lines.grid.n_d + self.cell
         self.grid_cell = torch.as_tensor(lines.cell_index, device=device)
-        span = float(np.ptp(extinction)) + 2.0 * float(np.median(extinction_err)) if len(extinction) else 1.0
-        #: ln U: the flat outlier density over the catalogue's extinction range (mag⁻¹)
-        self.log_outlier_density = -math.log(max(span, 1e-3))
+        margin = float(np.median(extinction_err)) if len(extinction) else 0.5
+        low = float(np.min(extinction)) - margin if len(extinction) else 0.0
+        span = max(float(np.ptp(extinction)) + 2.0 * margin if len(extinction) else 1.0, 1e-3)
+        #: where the outlier population U is flat: the catalogue's extinction range widened by the median σ (mag)
+        self.outlier_range = (low, low + span)
+        #: ln U: the flat outlier density over that range (mag⁻¹)
+        self.log_outlier_density = -math.log(span)
         n = nodes.n_stars
         #: stars with at least one node on the grid (the others carry no information on ρ)
         self.has_nodes = torch.zeros(n, dtype=torch.bool, device=device)

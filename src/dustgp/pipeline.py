@@ -24,7 +24,7 @@ from astropy.table import Table
 from ._atomic import atomic_path
 from ._version import __version__
 from .catalog import Catalog, catalog_for_grid
-from .config import RunConfig, load_config
+from .config import ConfigError, RunConfig, load_config
 from .fitting import INTERRUPTED, Fit, FitError, fit, load_checkpoint, load_fit
 from .grid import Grid
 from .posterior_map import PosteriorMap
@@ -175,9 +175,12 @@ def _stars(config: RunConfig, *, progress: bool = True) -> tuple[Catalog, Simula
         return catalog, None
     options = dict(config.simulate or {})
     region = options.pop("region", None)
+    measured = options.pop("distance_kind", "posterior") == "measurement"
     truth_grid = Grid.from_dict(region | {"ghost_cells": 0}) if region else config.grid.with_ghost_cells(0)
     sky = simulate(truth_grid, **options)
-    return sky.catalog, sky
+    if measured and sky.catalog.distance_err is None:
+        raise ConfigError("[simulate] distance_kind: 'measurement' needs distance_errors (the distances are exact)")
+    return (sky.catalog.with_volume_prior() if measured else sky.catalog), sky
 
 
 def _json_default(obj: Any) -> Any:
@@ -424,7 +427,12 @@ def run(
             report["truth"] = compare_to_truth(dmap, sky).to_dict()
         if held_out is not None and len(held_out):
             report["holdout"] = holdout_report(
-                dmap, held_out, error_floor=fitted.config.error_floor, scatter=fitted.scatter, outliers=fitted.outliers
+                dmap,
+                held_out,
+                error_floor=fitted.config.error_floor,
+                scatter=fitted.scatter,
+                outliers=fitted.outliers,
+                nu=fitted.config.nu if fitted.config.likelihood == "student-t" else None,
             ).to_dict()
 
         from .io import write_map

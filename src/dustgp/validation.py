@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import astropy.units as u
 import numpy as np
+from scipy import special, stats
 
 from .catalog import Catalog
 from .posterior_map import PosteriorMap
@@ -95,6 +96,16 @@ class HoldoutReport:
     ``σ_obs² + floor² + E_d[Var A(d)] + Var_d[E A(d)]``, plus the fit's model scatter ``τ² + f² E_d[(E A(d))²]``
     when it has one (:mod:`dustgp.likelihood`).
 
+    Those two moments give ``reduced_chi2`` and ``inside_16_84``: the Gaussian part of the predictive. The whole
+    predictive is the fit's noise model averaged over the distance nodes, ``F(A) = Σ_k π_k F_k(A)``, each node's
+    CDF ``F_k`` a Gaussian (or the Student-t of the fit) centred on ``E A(d_k)`` with node variance ``σ_obs² +
+    floor² + Var A(d_k) + τ² + f² (E A(d_k))²``, and for a mixture ``(1 - ε) F(A) + ε U(A)`` with U the outlier
+    population's CDF, flat over the fitted catalogue's extinction range. Its probability integral transform
+    ``PIT = F(A_obs)`` is uniform for a calibrated model, so the normal scores ``z = Φ⁻¹(PIT)`` are N(0, 1) whatever
+    the noise model (Gneiting, Balabdaoui & Raftery 2007): ``predictive_reduced_chi2`` is ``mean(z²)`` and
+    ``predictive_inside_16_84`` the share with PIT in (0.16, 0.84). Under a mixture they count an outlier as
+    what the model says it is, an unlikely draw of the outlier population, not a 10-sigma miss of the map.
+
     Attributes
     ----------
     n_stars : int
@@ -111,6 +122,8 @@ class HoldoutReport:
         Held-out stars whose outlier probability under the fit's mixture exceeds one half (0 without a mixture).
     reduced_chi2_unflagged, inside_16_84_unflagged : float
         The same two figures over the stars not flagged: what the Gaussian part of a mixture predictive claims.
+    predictive_reduced_chi2, predictive_inside_16_84 : float
+        ``mean(z²)`` and the share with PIT in (0.16, 0.84) under the whole predictive (1 and 0.68 if calibrated).
     """
 
     n_stars: int
@@ -121,6 +134,8 @@ class HoldoutReport:
     flagged: int = 0
     reduced_chi2_unflagged: float = float("nan")
     inside_16_84_unflagged: float = float("nan")
+    predictive_reduced_chi2: float = float("nan")
+    predictive_inside_16_84: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -131,6 +146,11 @@ class HoldoutReport:
             f"{self.inside_16_84:.1%} inside their predictive 16-84% interval, "
             f"median residual {self.median_residual:+.4f} mag"
         )
+        if np.isfinite(self.predictive_reduced_chi2):
+            text += (
+                f"; under the whole predictive: reduced chi2 {self.predictive_reduced_chi2:.3f}, "
+                f"{self.predictive_inside_16_84:.1%} inside"
+            )
         if self.flagged:
             text += (
                 f"; {self.flagged} flagged as outliers, the others: reduced chi2 {self.reduced_chi2_unflagged:.3f}, "
@@ -146,9 +166,10 @@ def holdout_report(
     distance_nodes: int = 16,
     error_floor: float = 0.0,
     scatter: tuple[float, float] = (0.0, 0.0),
-    outliers: tuple[float, float] | None = None,
+    outliers: tuple[float, float, float] | None = None,
+    nu: float | None = None,
 ) -> HoldoutReport:
-    """Posterior predictive check of stars that were not used in the fit.
+    """Posterior predictive check of stars that were not used in the fit (see :class:`HoldoutReport`).
 
     Parameters
     ----------
@@ -162,8 +183,11 @@ def holdout_report(
         The fit's model scatter ``(τ, f)`` (:attr:`dustgp.fitting.Fit.scatter`): ``τ² + f² E[A(d)²]`` joins the
         predictive variance.
     outliers : tuple of float, optional
-        The fit's mixture ``(ε, U)``: outlier fraction and outlier density (mag⁻¹). A held-out star's outlier
-        probability is ``ε U / (ε U + (1 - ε) N(A_obs; A_pred, s²))``.
+        The fit's mixture ``(ε, low, high)`` (:attr:`dustgp.fitting.Fit.outliers`): outlier fraction and the
+        extinction range (mag) the outliers are flat over. A held-out star's outlier probability is
+        ``ε U / (ε U + (1 - ε) N(A_obs; A_pred, s²))``, ``U = 1 / (high - low)``.
+    nu : float, optional
+        Degrees of freedom of the fit's Student-t noise model; None for a Gaussian (or mixture) one.
     """
     query = DustMapQuery(dmap)
     n = len(held_out)
@@ -180,18 +204,29 @@ def holdout_report(
     inside_map = np.isfinite(mean_k)
     ok = inside_map.any(axis=1)
     count = inside_map.sum(axis=1).clip(min=1)
-    mean = np.where(inside_map, mean_k, 0.0).sum(axis=1) / count
-    second = np.where(inside_map, std_k**2 + mean_k**2, 0.0).sum(axis=1) / count
+    mean_k, std_k = np.where(inside_map, mean_k, 0.0), np.where(inside_map, std_k, 0.0)
+    mean = mean_k.sum(axis=1) / count
     floor, fraction = scatter
-    model_scatter = floor**2 + fraction**2 * np.where(inside_map, mean_k**2, 0.0).sum(axis=1) / count
-    variance = sigma**2 + error_floor**2 + model_scatter + np.clip(second - mean**2, 0.0, None)
+    base = sigma**2 + error_floor**2 + floor**2
+    node_variance = base[:, None] + fraction**2 * mean_k**2 + std_k**2
+    # the moments of the node average: E_d of each node's variance and second moment
+    second = np.sum(inside_map * (node_variance + mean_k**2), axis=1) / count
+    variance = np.clip(second - mean**2, 1e-300, None)
     residual = held_out.extinction[ok] - mean[ok]
     chi2 = residual**2 / variance[ok]
+    # the whole predictive's CDF at the observation, node by node
+    z_k = (held_out.extinction[:, None] - mean_k) / np.sqrt(node_variance)
+    cdf_k = stats.t.cdf(z_k, df=nu) if nu is not None else special.ndtr(z_k)
+    pit = np.sum(inside_map * cdf_k, axis=1) / count
     inlier = np.ones(chi2.shape, dtype=bool)
     if outliers is not None:
-        fraction_out, density = outliers
+        fraction_out, low, high = outliers
         gaussian = (1.0 - fraction_out) * np.exp(-0.5 * chi2) / np.sqrt(2.0 * np.pi * variance[ok])
-        inlier = fraction_out * density <= gaussian  # outlier probability <= 1/2
+        inlier = fraction_out / (high - low) <= gaussian  # outlier probability <= 1/2
+        uniform = np.clip((held_out.extinction - low) / (high - low), 0.0, 1.0)
+        pit = (1.0 - fraction_out) * pit + fraction_out * uniform
+    pit = pit[ok]
+    score = special.ndtri(np.clip(pit, 1e-12, 1.0 - 1e-12))
     return HoldoutReport(
         n_stars=int(ok.sum()),
         reduced_chi2=float(np.mean(chi2)) if ok.any() else float("nan"),
@@ -201,4 +236,6 @@ def holdout_report(
         flagged=int(np.sum(~inlier)),
         reduced_chi2_unflagged=float(np.mean(chi2[inlier])) if inlier.any() else float("nan"),
         inside_16_84_unflagged=float(np.mean(chi2[inlier] < 1.0)) if inlier.any() else float("nan"),
+        predictive_reduced_chi2=float(np.mean(score**2)) if ok.any() else float("nan"),
+        predictive_inside_16_84=float(np.mean((pit > 0.16) & (pit < 0.84))) if ok.any() else float("nan"),
     )

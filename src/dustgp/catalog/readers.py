@@ -24,7 +24,7 @@ from astropy.table import Table
 from .checks import CatalogError
 from .columns import ColumnMap, check_distance_sources
 from .distances import PARALLAX_LENGTH_SCALE
-from .rows import OnBad, assemble, check_options
+from .rows import DistanceKind, OnBad, assemble, check_options
 from .units import column, stated_unit
 
 __all__ = ["from_arrays", "from_table", "read"]
@@ -53,6 +53,7 @@ def read(
     on_bad: OnBad = "raise",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    distance_kind: DistanceKind = "posterior",
     read_kwargs: Mapping[str, Any] | None = None,
 ) -> CatalogT:
     """Read a catalogue from any table file astropy reads (FITS, ECSV, CSV, Parquet, VOTable, ...).
@@ -63,7 +64,7 @@ def read(
         The file. Files ending in ``.csv`` (or ``.csv.gz``) are read as ``format="ascii.csv"`` unless
         ``format`` says otherwise.
     l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err, parallax_length_scale, \
-distance_unit, on_bad, extinction_err_floor, inflate
+distance_unit, on_bad, extinction_err_floor, inflate, distance_kind
         Column mapping and options, as in :meth:`from_table`.
     format : str, optional
         Passed to :meth:`astropy.table.Table.read`.
@@ -84,9 +85,9 @@ distance_unit, on_bad, extinction_err_floor, inflate
         format = "ascii.csv"
     table = Table.read(name, format=format, **dict(read_kwargs or {}))
     logger.info("read %d rows from %s", len(table), name)
-    check_options(on_bad, extinction_err_floor, parallax_length_scale)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale, distance_kind)
     columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
-    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate)
+    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate, distance_kind)
     return _from_columns(cls, table, columns, options)
 
 
@@ -107,6 +108,7 @@ def from_table(
     on_bad: OnBad = "raise",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    distance_kind: DistanceKind = "posterior",
 ) -> CatalogT:
     r"""Build a catalogue from an in-memory :class:`~astropy.table.Table` (or ``QTable``).
 
@@ -157,6 +159,15 @@ def from_table(
     inflate : bool, optional
         If True (default) and the catalogue has distance uncertainties, fold them into the extinction
         uncertainties with :meth:`inflate_for_distance` (gradient estimated from the data).
+    distance_kind : {"posterior", "measurement"}, optional
+        What ``distance`` and ``distance_err`` are. ``"posterior"`` (default): each star's distance posterior,
+        median and width, as Bayesian catalogues give them (Gaia GSP-Phot, StarHorse, Bailer-Jones et al.),
+        whose prior is in them already. ``"measurement"``: a log-normal measurement of the distance, such as a
+        photometric distance or :func:`dustgp.simulate`'s scattered distances; the catalogue then holds the
+        posterior under a uniform space density, :math:`p(d) \propto d^2`
+        (:meth:`~dustgp.catalog.Catalog.with_volume_prior`), which moves each distance out by
+        :math:`e^{3 s^2}`, the Malmquist correction. Read as posteriors, measured distances put the dust too
+        near. Needs ``distance_err`` and no parallaxes (parallaxes get their own prior).
 
     Returns
     -------
@@ -167,7 +178,8 @@ def from_table(
     CatalogError
         A missing column (the message lists the columns available), a column with a unit that does not
         convert (the message names the column, the unit found and the unit expected), a non-numeric
-        column, bad rows with ``on_bad="raise"``, or no valid star left with ``on_bad="drop"``.
+        column, bad rows with ``on_bad="raise"``, no valid star left with ``on_bad="drop"``, or
+        ``distance_kind="measurement"`` without ``distance_err`` or with parallaxes.
 
     Notes
     -----
@@ -185,9 +197,9 @@ def from_table(
     """
     if not isinstance(table, Table):
         raise TypeError(f"expected an astropy Table, got {type(table).__name__}")
-    check_options(on_bad, extinction_err_floor, parallax_length_scale)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale, distance_kind)
     columns = ColumnMap(l, b, distance, extinction, extinction_err, distance_err, parallax, parallax_err)
-    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate)
+    options = _Options(distance_unit, on_bad, extinction_err_floor, parallax_length_scale, inflate, distance_kind)
     return _from_columns(cls, table, columns, options)
 
 
@@ -207,6 +219,7 @@ def from_arrays(
     on_bad: OnBad = "raise",
     extinction_err_floor: float = 0.0,
     inflate: bool = True,
+    distance_kind: DistanceKind = "posterior",
 ) -> CatalogT:
     r"""Build a catalogue from arrays or :class:`~astropy.units.Quantity` objects.
 
@@ -228,7 +241,7 @@ def from_arrays(
         :meth:`from_table`: any sign of parallax is valid; a parallax alone gives :math:`d = 1000 / \varpi` pc.
     parallax_length_scale : float, optional
         L of the prior, pc (default :data:`~dustgp.catalog.PARALLAX_LENGTH_SCALE`, 1350 pc).
-    distance_unit, on_bad, extinction_err_floor, inflate
+    distance_unit, on_bad, extinction_err_floor, inflate, distance_kind
         As in :meth:`from_table`; row numbers are positions in the arrays, and messages name the
         arguments.
 
@@ -243,7 +256,7 @@ def from_arrays(
         and ``parallax``, ``parallax_err`` without ``parallax``, ``parallax`` with ``distance_err``, a
         ``parallax_length_scale`` that is not finite and > 0 pc, bad rows (see :meth:`from_table`).
     """
-    check_options(on_bad, extinction_err_floor, parallax_length_scale)
+    check_options(on_bad, extinction_err_floor, parallax_length_scale, distance_kind)
     check_distance_sources(
         distance_err=distance_err is not None, parallax=parallax is not None, parallax_err=parallax_err is not None
     )
@@ -268,7 +281,7 @@ def from_arrays(
         extinction_err_floor=extinction_err_floor,
         parallax_length_scale=parallax_length_scale,
     )
-    return _build(cls, fields, inflate)
+    return _build(cls, fields, inflate, distance_kind)
 
 
 class _Options(NamedTuple):
@@ -279,6 +292,7 @@ class _Options(NamedTuple):
     extinction_err_floor: float
     parallax_length_scale: float
     inflate: bool
+    distance_kind: DistanceKind
 
 
 def _from_columns(cls: type[CatalogT], table: Table, columns: ColumnMap, options: _Options) -> CatalogT:
@@ -292,12 +306,20 @@ def _from_columns(cls: type[CatalogT], table: Table, columns: ColumnMap, options
         extinction_err_floor=options.extinction_err_floor,
         parallax_length_scale=options.parallax_length_scale,
     )
-    return _build(cls, fields, options.inflate)
+    return _build(cls, fields, options.inflate, options.distance_kind)
 
 
-def _build(cls: type[CatalogT], fields: Mapping[str, Any], inflate: bool) -> CatalogT:
-    """``cls(**fields)``, its distance uncertainties folded into its extinction uncertainties if ``inflate``."""
+def _build(cls: type[CatalogT], fields: Mapping[str, Any], inflate: bool, distance_kind: str) -> CatalogT:
+    """``cls(**fields)``, its measured distances turned into posteriors (``distance_kind``), then its distance
+    uncertainties folded into its extinction uncertainties if ``inflate``."""
     catalog: Any = cls(**fields)
+    if distance_kind == "measurement":
+        if catalog.parallax is not None or catalog.distance_err is None:
+            given = "parallaxes" if catalog.parallax is not None else "no distance_err"
+            raise CatalogError(
+                f"distance_kind: 'measurement' expects distances with uncertainties (distance_err), got {given}"
+            )
+        catalog = catalog.with_volume_prior()
     if inflate and catalog.distance_err is not None:
         catalog = catalog.inflate_for_distance()
     return catalog

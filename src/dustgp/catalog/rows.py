@@ -35,21 +35,28 @@ from .checks import (
 from .distances import DISTANCE_NODES, PARALLAX_LENGTH_SCALE, parallax_percentiles_and_nodes
 from .units import Col, pair_label, warn_if_kpc
 
-__all__ = ["OnBad", "assemble", "check_options"]
+__all__ = ["DistanceKind", "OnBad", "assemble", "check_options"]
 
 logger = logging.getLogger(__name__)
 
 #: What to do with bad rows: raise a CatalogError listing them, or drop them with a warning.
 OnBad = Literal["raise", "drop"]
+#: What a catalogue's distances are: each star's posterior (median and width) or a measurement of it.
+DistanceKind = Literal["posterior", "measurement"]
 
 
 def check_options(
-    on_bad: str, extinction_err_floor: float, parallax_length_scale: float = PARALLAX_LENGTH_SCALE
+    on_bad: str,
+    extinction_err_floor: float,
+    parallax_length_scale: float = PARALLAX_LENGTH_SCALE,
+    distance_kind: str = "posterior",
 ) -> None:
-    """Check ``on_bad``, ``extinction_err_floor`` (mag) and ``parallax_length_scale`` (pc) before any column is
-    read."""
+    """Check ``on_bad``, ``extinction_err_floor`` (mag), ``parallax_length_scale`` (pc) and ``distance_kind``
+    before any column is read."""
     if on_bad not in ("raise", "drop"):
         raise CatalogError(f"on_bad: expected 'raise' or 'drop', got {on_bad!r}")
+    if distance_kind not in ("posterior", "measurement"):
+        raise CatalogError(f"distance_kind: expected 'posterior' or 'measurement', got {distance_kind!r}")
     if not (_is_real(extinction_err_floor) and math.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
         raise CatalogError(f"extinction_err_floor: expected a finite value >= 0 mag, got {extinction_err_floor!r}")
     if not (_is_real(parallax_length_scale) and math.isfinite(parallax_length_scale) and parallax_length_scale > 0):

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--distance-errors",
         metavar="FMIN,FMAX",
         help="fractional distance errors in [FMIN, FMAX] (e.g. 0.05,0.2): distances scattered log-normally, "
-        "distance_err and 16/84 percentiles reported (default: exact distances)",
+        "distance_err and 16/84 percentiles reported (default: exact distances); these are measurements: "
+        'fit them with distance_kind = "measurement" in [catalog]',
     )
     p.add_argument(
         "--distance-error-model",

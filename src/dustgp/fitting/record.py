@@ -133,12 +133,12 @@ class Fit:
         return float(source.scatter[0]), float(source.scatter[1])
 
     @property
-    def outliers(self) -> tuple[float, float] | None:
-        """The mixture's outlier fraction ε and outlier density (mag⁻¹), or None for another noise model."""
+    def outliers(self) -> tuple[float, float, float] | None:
+        """The mixture's outlier fraction ε and the range (mag) its outliers are flat over, or None without one."""
         like = self.likelihood
         if like is None or like.noise != "mixture":
             return None
-        return like.outlier_fraction, math.exp(like.log_outlier_density)
+        return like.outlier_fraction, *like.outlier_range
 
     def hyperparameters(self) -> dict[str, float | list[float]]:
         """The five hyperparameters in physical units (see :meth:`DustGP.hyperparameters`)."""
