@@ -200,6 +200,14 @@ def scale_row(n_stars: int = 1_000_000, k: int = 8, learn_scatter: bool = False)
         stats = like.statistics()
         stats.column_blocks()
         times.append(time.perf_counter() - t0)
+    try:  # once per fit, at its end; a baseline revision from before it has none
+        from dustgp.fitting.missing_information import missing_information_blocks
+    except ImportError:
+        missing_seconds = None
+    else:
+        t0 = time.perf_counter()
+        missing_information_blocks(like, like.node_moments(moments)[0])
+        missing_seconds = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {
         "n_stars": n_stars,
@@ -209,6 +217,7 @@ def scale_row(n_stars: int = 1_000_000, k: int = 8, learn_scatter: bool = False)
         "setup_seconds": setup,
         "seconds_per_outer_step": times,
         "median_seconds": float(np.median(times)),
+        "missing_information_seconds": missing_seconds,
         "peak_rss_gb": peak_gb,
         "learn_scatter": learn_scatter,
         "scatter": list(like.scatter),

@@ -124,6 +124,12 @@ class FitConfig:
         Added in quadrature to every extinction uncertainty, mag: ``sqrt(sigma² + floor²)``. No photometric
         extinction is known to better than ~0.01 mag (calibration and extinction-law systematics), and a star
         quoted at 1e-4 mag otherwise pins its neighbourhood and stiffens the fit.
+    missing_information : bool
+        ``"newton"``: when the fit ends, take off q's precision the information the stars' latent variables
+        (distance node, outlier flag, t scale) do not carry, so that the map's bands are those of the stars'
+        marginal likelihood, not of the mean-field EM that fitted it (Louis 1982;
+        :mod:`dustgp.fitting.missing_information`). Default on; it changes nothing for Gaussian stars without
+        distance uncertainties. SVI's ELBO marginalises them exactly and needs none.
     dtype : {"float32", "float64"}
     device : str
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -181,6 +187,7 @@ class FitConfig:
     distance_uncertainty: str = "auto"
     distance_nodes: int = DISTANCE_NODES
     error_floor: float = 0.01
+    missing_information: bool = True
     dtype: str = "float32"
     device: str = "cpu"
     seed: int = 0

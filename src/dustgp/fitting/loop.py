@@ -44,6 +44,7 @@ from ..sightlines import Sightlines
 from .checkpoint import data_fingerprint, load_checkpoint, model_from_state, write_checkpoint
 from .config import FitConfig, FitError
 from .foreground import without_empty_foreground
+from .missing_information import store_marginal_covariance
 from .newton import NewtonRunner
 from .record import Fit, checkpoint_payload
 from .stars import inducing_init, star_checks, star_distances, star_likelihood
@@ -217,6 +218,8 @@ def fit(
             runner = SviRunner(gp, cells, stats, grid, config, previous, likelihood)
         result.seconds = time.perf_counter() - started
         result = _train(runner, result, previous, checkpoint=checkpoint, progress=progress)
+        if isinstance(runner, NewtonRunner) and config.missing_information and result.stopped_by not in INTERRUPTED:
+            store_marginal_covariance(runner)
         result.star_checks = star_checks(on_grid, likelihood, runner.predictive())
     stopped_by = result.stopped_by
     if not result.converged and stopped_by not in INTERRUPTED and config.stop != "none":
