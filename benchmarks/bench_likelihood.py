@@ -32,7 +32,7 @@ ignored).
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin default gaussian inflate \
         --structure-size 2 --background 1.6e-3 --out benchmarks/results/likelihood-resolved.json
 
-``--structure-size`` and ``--background`` change the mock's sky (``realistic_region(size=...)``, mag/pc): at the
+``--structure-size`` and ``--background`` change the mock's sky (``simulate(structure_size=...)``, mag/pc): at the
 default size the sheet, filament and core are thinner than one training cell.
 """
 
@@ -57,7 +57,7 @@ from dustgp.catalog import lognormal_nodes
 from dustgp.grid import Grid
 from dustgp.likelihood import StarLikelihood, StarNodes
 from dustgp.sightlines import cell_extinction_moments
-from dustgp.simulate import REALISTIC_BACKGROUND, realistic_region, simulate
+from dustgp.simulate import REALISTIC_BACKGROUND, simulate
 from dustgp.validation import compare_to_truth
 
 HERE = Path(__file__).resolve().parent
@@ -119,8 +119,7 @@ def score_stars(fitted: Any, sky: Any) -> dict[str, Any]:
 
 def mock(seed: int, realistic: bool, background: float = REALISTIC_BACKGROUND, size: float = 1.0) -> Any:
     """The realistic mock (``realistic=True``) or its clean twin, with the structures ``size`` times as wide."""
-    structures = realistic_region(TRUTH, size=size)
-    options = {**MOCK, "structures": structures, "background": background, **(REALISTIC if realistic else {})}
+    options = {**MOCK, "structure_size": size, "background": background, **(REALISTIC if realistic else {})}
     return simulate(TRUTH, seed=seed, **options)
 
 

@@ -172,3 +172,17 @@ def test_simulated_distances_read_as_measurements_get_the_volume_prior(tmp_path:
     (tmp_path / "run.toml").write_text(exact)
     with pytest.raises(ConfigError, match=r"\[simulate\] distance_kind: 'measurement' needs distance_errors"):
         _stars(load_config(tmp_path / "run.toml"))
+
+
+def test_the_realistic_mock_example_is_the_benchmark_sky() -> None:
+    config = load_config(EXAMPLES / "realistic_mock.toml")
+    simulated = dict(config.simulate)
+    assert simulated.pop("distance_kind") == "measurement"
+    assert simulated.pop("region") == {"l": [50, 90, 100], "b": [-10, 10, 100], "d": [180, 500, 115]}
+    # bench_likelihood.mock(seed=1, realistic=True, background=1.6e-3, size=2), option for option
+    expected = {"n_stars": 60_000, "structures": "realistic", "noise": 0.05, "noise_floor": 0.05}
+    expected |= {"structure_size": 2.0, "background": 1.6e-3, "seed": 1}
+    expected |= {"distance_errors": [0.05, 0.2], "outlier_fraction": 0.03, "outlier_amplitude": [0.3, 1.5]}
+    assert simulated == expected
+    assert config.grid == Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
+    assert (config.fit.inducing_points, config.fit.length_scale, config.fit.seed) == (500, 20.0, 1)

@@ -97,7 +97,7 @@ def test_cli_writes_a_realistic_catalogue(tmp_path: Path, terminal) -> None:
     code, _ = terminal(
         *("simulate", str(out), "--n-stars", "2000", "--structures", "realistic", "--seed", "3"),
         *("--distance-errors", "0.05,0.2", "--outlier-fraction", "0.03", "--outlier-amplitude", "0.3,1.5"),
-        *("--noise", "0.05", "--noise-floor", "0.05", "--quiet"),
+        *("--noise", "0.05", "--noise-floor", "0.05", "--structure-size", "2", "--quiet"),
     )
     assert code == 0
     table = Table.read(out)
@@ -105,6 +105,7 @@ def test_cli_writes_a_realistic_catalogue(tmp_path: Path, terminal) -> None:
         PAPER_REGION,
         n_stars=2000,
         structures="realistic",
+        structure_size=2.0,
         distance_errors=(0.05, 0.2),
         outlier_fraction=0.03,
         noise=0.05,

@@ -84,3 +84,13 @@ def test_random_clumps_lie_in_the_inner_part_of_the_region() -> None:
     assert np.all((d >= 165.0 - 1e-9) & (d <= 285.0 + 1e-9))
     assert all(5.0 <= c.sigma <= 6.0 and 1e-3 <= c.peak <= 2e-3 for c in sky.clumps)
     assert {c.name for c in sky.clumps} == {"clump"}
+
+
+def test_simulate_takes_the_realistic_structures_at_a_size() -> None:
+    sky = simulate(REGION, n_stars=500, structures="realistic", structure_size=2.0, seed=3)
+    assert sky.structures == realistic_region(REGION, size=2.0)
+    assert sky.structures != realistic_region(REGION)
+    with pytest.raises(ValueError, match=r"structure_size: only for structures='realistic', got structures='random'"):
+        simulate(REGION, n_stars=500, structure_size=2.0)
+    with pytest.raises(ValueError, match="size"):
+        simulate(REGION, n_stars=500, structures="realistic", structure_size=0.0)

@@ -65,6 +65,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "n_stars": args.n_stars,
         "structures": args.structures,
+        "structure_size": args.structure_size,
         "n_clumps": args.clumps,
         "background": args.background,
         "noise": args.noise,

@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="random: --clumps Gaussian clumps (the paper); realistic: a filament, a dense core, a near sheet and "
         "a far clump over a low background (default random)",
     )
+    p.add_argument(
+        "--structure-size",
+        type=float,
+        default=1.0,
+        help="realistic structures this many times as wide, peaks divided by it, columns kept (default 1)",
+    )
     p.add_argument("--clumps", type=int, default=3, help="number of random Gaussian overdensities (default 3)")
     p.add_argument("--background", type=float, help="background density, mag/pc (default 1.6e-3; 3e-4 for realistic)")
     p.add_argument("--empty-foreground", action="store_true", help="no dust in front of the region's near edge")

@@ -35,12 +35,15 @@ def _choose_structures(
     n_clumps: int,
     clump_sigma: tuple[float, float],
     clump_peak: tuple[float, float],
+    size: float = 1.0,
 ) -> tuple[Structure, ...]:
     """The overdensities ``structures`` names (see :func:`simulate`); only ``'random'`` draws from ``rng``."""
+    if size != 1.0 and structures != "realistic":
+        raise ValueError(f"structure_size: only for structures='realistic', got structures={structures!r}")
     if structures == "random":
         return _random_clumps(region, rng, n_clumps=n_clumps, clump_sigma=clump_sigma, clump_peak=clump_peak)
     if structures == "realistic":
-        return realistic_region(region)
+        return realistic_region(region, size=size)
     if not isinstance(structures, str) and all(isinstance(s, Structure) for s in structures):
         return tuple(structures)
     raise ValueError(f"structures: expected 'random', 'realistic' or a tuple of Structure, got {structures!r}")
@@ -51,6 +54,7 @@ def simulate(
     *,
     n_stars: int = 120_000,
     structures: StructureSpec | tuple[Structure, ...] = "random",
+    structure_size: float = 1.0,
     n_clumps: int = 3,
     background: float | None = None,
     clump_sigma: tuple[float, float] = (20.0, 35.0),
@@ -78,6 +82,11 @@ def simulate(
     structures : {'random', 'realistic'} or tuple of Structure
         ``'random'``: ``n_clumps`` Gaussian clumps drawn at random (the paper). ``'realistic'``: the
         filament, core, near sheet and far clump of :func:`realistic_region`. A tuple: those structures.
+    structure_size : float
+        For ``structures='realistic'``: the structures this many times as wide, their peaks divided by it, so that
+        every column is kept (``realistic_region(region, size=...)``). At 2, over the paper's background
+        (1.6e-3 mag/pc), the training grid of a 20 × 20 × 35 fit resolves them (docs: Design notes, "Structures
+        the grid resolves").
     n_clumps : int
         For ``structures='random'``: Gaussian overdensities, centres uniform in (l, b, d) over the inner 80% of
         each axis of the region. Ignored otherwise.
@@ -126,7 +135,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     region = region.with_ghost_cells(0)
     chosen = _choose_structures(
-        structures, region, rng, n_clumps=n_clumps, clump_sigma=clump_sigma, clump_peak=clump_peak
+        structures, region, rng, n_clumps=n_clumps, clump_sigma=clump_sigma, clump_peak=clump_peak, size=structure_size
     )
     if background is None:
         background = REALISTIC_BACKGROUND if structures == "realistic" else BACKGROUND
