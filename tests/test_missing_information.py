@@ -8,6 +8,7 @@ import torch
 
 import dustgp
 from dustgp.catalog import lognormal_nodes
+from dustgp.fitting.checkpoint import model_from_state
 from dustgp.fitting.missing_information import missing_information_blocks
 from dustgp.grid import Grid
 from dustgp.likelihood import StarLikelihood, StarNodes
@@ -85,19 +86,45 @@ def test_complete_less_missing_information_is_the_marginal_curvature(noise: str,
         assert float(missing.abs().max()) > 1e-3 * scale
 
 
-def _fit_bands(**options) -> float:
-    """Median 16-84% band width of log10 density of a small fit, dex."""
+SMALL_GRID = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(150, 300, 8), ghost_cells=1)
+
+
+def _small_fit(**options) -> dustgp.Fit:
     region = Grid(l=(60, 70, 20), b=(-4, 4, 10), d=(150, 300, 30), ghost_cells=0)
     sky = simulate(region, n_stars=3000, n_clumps=2, distance_errors=(0.1, 0.2), seed=3)
-    grid = Grid(l=(60, 70, 5), b=(-4, 4, 4), d=(150, 300, 8), ghost_cells=1)
-    fitted = dustgp.fit(sky.catalog, grid, inducing_points=60, seed=1, progress=False, **options)
-    dmap = fitted.predict(grid, samples=200, progress=False)
+    return dustgp.fit(sky.catalog, SMALL_GRID, inducing_points=60, seed=1, progress=False, **options)
+
+
+def _band_width(fitted: dustgp.Fit) -> float:
+    """Median 16-84% band width of log10 density, dex."""
+    dmap = fitted.predict(SMALL_GRID, samples=200, progress=False, seed=5)
     lo, hi = (np.log10(dmap.density(q).value) for q in (16, 84))
     return float(np.median(hi - lo))
 
 
-def test_a_fit_with_distance_nodes_widens_its_bands_by_the_missing_information() -> None:
-    corrected = _fit_bands()
-    mean_field = _fit_bands(missing_information=False)
+def test_a_fit_with_distance_nodes_widens_its_bands_and_its_checkpoint_keeps_them(tmp_path) -> None:
+    checkpoint = tmp_path / "fit.ckpt"
+    fitted = _small_fit(checkpoint=checkpoint)
+    corrected, mean_field = _band_width(fitted), _band_width(_small_fit(missing_information=False))
     # 200 samples put a band's edges to ~3% of its width; the stars' uncertain distances take far more
     assert corrected > 1.1 * mean_field
+    gp = fitted.model
+    assert gp.marginal_scale_tril.shape == (60, 60)
+    assert not torch.equal(gp.posterior_scale_tril(), gp.variational_scale_tril())  # q itself is kept
+    # a map made later from the checkpoint has the fit's bands, and a resume continues from the same q
+    loaded = dustgp.load_fit(checkpoint)
+    torch.testing.assert_close(loaded.model.posterior_scale_tril(), gp.posterior_scale_tril())
+    torch.testing.assert_close(loaded.model.variational_scale_tril(), gp.variational_scale_tril())
+    assert _band_width(loaded) == pytest.approx(corrected, rel=1e-9)
+    # resumed, a finished fit continues from the mean-field q and is corrected anew at its end
+    resumed = _small_fit(resume=checkpoint)
+    assert resumed.model.marginal_scale_tril.shape == (60, 60)
+    assert _band_width(resumed) == pytest.approx(corrected, rel=0.05)
+
+
+def test_a_checkpoint_without_the_marginal_factor_loads_with_q_alone(tmp_path) -> None:
+    fitted = _small_fit(max_iterations=3)
+    state = {k: v for k, v in fitted.model.state_dict().items() if k != "marginal_scale_tril"}  # as before it
+    gp = model_from_state(state, fitted.config)
+    assert gp.marginal_scale_tril.numel() == 0
+    torch.testing.assert_close(gp.posterior_scale_tril(), fitted.model.variational_scale_tril())

@@ -138,6 +138,9 @@ class DustGP(torch.nn.Module):
         self.variational_lower = torch.nn.Parameter(torch.zeros(m_size * (m_size - 1) // 2, dtype=z.dtype))
         self.variational_log_diag = torch.nn.Parameter(torch.zeros(m_size, dtype=z.dtype))
         self.register_buffer("_lower_index", torch.tril_indices(m_size, m_size, -1), persistent=False)
+        # q(v)'s covariance factor from the stars' marginal likelihood, once a newton fit has ended; empty until then
+        # (dustgp.fitting.missing_information). Prediction draws with it; training and resuming use L_q.
+        self.register_buffer("marginal_scale_tril", torch.zeros(0, 0, dtype=z.dtype))
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=3))
         self.register_buffer("length_unit", torch.tensor(unit, dtype=inducing_points.dtype))
@@ -190,10 +193,22 @@ class DustGP(torch.nn.Module):
     @torch.no_grad()
     def set_variational(self, mean: torch.Tensor, scale_tril: torch.Tensor) -> None:
         """Set q(v) to ``N(mean, scale_tril scale_trilᵀ)``; ``scale_tril`` is lower triangular with a positive
-        diagonal, shape (M, M) (its upper triangle is not read)."""
+        diagonal, shape (M, M) (its upper triangle is not read). A marginal factor set for the old q is dropped."""
         self.variational_mean.copy_(mean)
         self.variational_lower.copy_(scale_tril[tuple(self._lower_index)])
         self.variational_log_diag.copy_(scale_tril.diagonal().log())
+        self.set_marginal(None)
+
+    @torch.no_grad()
+    def set_marginal(self, scale_tril: torch.Tensor | None) -> None:
+        """Set (None: clear) the factor of q(v)'s covariance from the stars' marginal likelihood, (M, M)."""
+        empty = torch.zeros(0, 0, dtype=self.variational_mean.dtype, device=self.variational_mean.device)
+        self.marginal_scale_tril = empty if scale_tril is None else scale_tril.to(empty).clone()
+
+    def posterior_scale_tril(self) -> torch.Tensor:
+        """The factor prediction draws v with: the marginal one when a newton fit has set it, else L_q."""
+        marginal = self.marginal_scale_tril
+        return marginal if marginal.numel() else self.variational_scale_tril()
 
     def cross_covariance(self, x: torch.Tensor) -> torch.Tensor:
         """K_xz for positions ``x`` in internal units, shape (n, M), as a dense tensor."""
@@ -247,10 +262,10 @@ class DustGP(torch.nn.Module):
         return (self.covar_module.outputscale - (a * a).sum(0)).clamp(min=0.0)
 
     def sample_whitened(self, n_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Joint draws ``v = m + L_q ε`` from q(v), shape (n_samples, M)."""
+        """Joint draws ``v = m + L ε`` from q(v), shape (n_samples, M), L :meth:`posterior_scale_tril`."""
         m = self.variational_mean
         eps = torch.randn(n_samples, m.shape[0], dtype=m.dtype, device=m.device, generator=generator)
-        return m + eps @ self.variational_scale_tril().T
+        return m + eps @ self.posterior_scale_tril().T
 
     # ----- reporting ------------------------------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, float | list[float]]:

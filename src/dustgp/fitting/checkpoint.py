@@ -104,7 +104,9 @@ def model_from_state(state: dict[str, torch.Tensor], config: FitConfig) -> DustG
         learn_inducing_locations=config.learn_inducing_locations,
         length_unit=unit,
     )
-    gp.load_state_dict(state)
+    marginal = state.get("marginal_scale_tril")  # absent from checkpoints written before it
+    gp.set_marginal(marginal if marginal is not None and marginal.numel() else None)
+    gp.load_state_dict(state | {"marginal_scale_tril": gp.marginal_scale_tril})
     return gp
 
 

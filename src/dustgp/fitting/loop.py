@@ -218,8 +218,6 @@ def fit(
             runner = SviRunner(gp, cells, stats, grid, config, previous, likelihood)
         result.seconds = time.perf_counter() - started
         result = _train(runner, result, previous, checkpoint=checkpoint, progress=progress)
-        if isinstance(runner, NewtonRunner) and config.missing_information and result.stopped_by not in INTERRUPTED:
-            store_marginal_covariance(runner)
         result.star_checks = star_checks(on_grid, likelihood, runner.predictive())
     stopped_by = result.stopped_by
     if not result.converged and stopped_by not in INTERRUPTED and config.stop != "none":
@@ -330,6 +328,8 @@ def _train(
         finally:
             bar.close()
     gp.eval()
+    if isinstance(runner, NewtonRunner) and config.missing_information and stopped_by not in INTERRUPTED:
+        store_marginal_covariance(runner)  # before the last checkpoint, which keeps it for later maps
     save(stopped_by)
     result = snapshot(stopped_by)
     return result

@@ -31,9 +31,10 @@ formed in chunks of stars. Both live within sightline columns; ``∂u/∂phi = l
 ``L_zz⁻¹ Kᵀ (·) K L_zz⁻ᵀ`` to the whitened inducing values, as the fit's curvature is. The corrected precision has
 its eigenvalues floored at 1, the prior's (or at the fitted precision's least, where that is lower): where a
 star's likelihood is not log-concave (a t star beyond ``√ν σ``, a star between two clouds) its curvature may be
-negative, but no direction is let know less than the prior. Applied once, when a newton fit ends
-(``FitConfig.missing_information``); checkpoints keep the mean-field q, so a resumed fit continues from the optimum
-it left. SVI needs none: its ELBO takes the marginal per draw.
+negative, but no direction is let know less than the prior. Computed once, when a newton fit ends
+(``FitConfig.missing_information``), and kept beside q (:meth:`dustgp.model.DustGP.set_marginal`, in the model's
+state and so in checkpoints): maps are drawn with it, while a resumed fit continues from the mean-field q it left.
+SVI needs none: its ELBO takes the marginal per draw.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def marginal_precision(problem: NewtonProblem, state: NewtonState, missing_u: to
 
 @torch.no_grad()
 def store_marginal_covariance(runner: NewtonRunner) -> float:
-    """Give the runner's model the covariance of q(v) from the marginal precision at its optimizer's state.
+    """Give the runner's model the covariance of q(v) from the marginal precision at its optimizer's state
+    (:meth:`~dustgp.model.DustGP.set_marginal`: prediction draws with it, q itself is kept for a resume).
 
     Returns the share of the complete-data information (trace, whitened) that was missing; logged at INFO.
     """
@@ -152,6 +154,7 @@ def store_marginal_covariance(runner: NewtonRunner) -> float:
     complete = float(torch.trace(state.precision - eye))
     share = float(torch.trace(state.precision - precision)) / complete if complete > 0 else 0.0
     covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    runner.gp.set_variational(state.m, torch.linalg.cholesky(0.5 * (covariance + covariance.T)))
+    runner.marginal = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
+    runner.gp.set_marginal(runner.marginal)
     logger.info("q(v) from the stars' marginal likelihood: %.1f%% of their information was the latents'", 100 * share)
     return share

@@ -387,6 +387,7 @@ class NewtonRunner:
         after_coarse: bool = False,
     ) -> None:
         self.gp, self.config, self.likelihood = gp, config, likelihood
+        self.marginal: torch.Tensor | None = None  # q(v)'s factor from the marginal likelihood at the final state
         learn_z = config.learn_inducing_locations and config.learn_hyperparameters and not after_coarse
         fixed = None if learn_z else gp.inducing_points.detach()
         self.problem = NewtonProblem.build(
@@ -400,6 +401,7 @@ class NewtonRunner:
         )
 
     def step(self, iteration: int, losses: list[float]) -> tuple[float, float | None, str | None]:
+        self.marginal = None
         moved = self.optimizer.step()
         state = self.optimizer.state
         if moved is None:
@@ -417,6 +419,8 @@ class NewtonRunner:
 
     def store(self) -> None:
         newton_store(self.gp, self.problem, self.optimizer.state)
+        if self.marginal is not None:  # set at this state by fitting.missing_information
+            self.gp.set_marginal(self.marginal)
 
     def adopt_step_controls(self, other: NewtonRunner) -> None:
         """Start with the step controls that ``other`` (the coarse stage) ended with.
