@@ -19,7 +19,8 @@ weights (1 in front of its cell, the crossed fraction in it) and an outlier's sc
     E[\\lambda^2] \\sum_k r_{ik} h_{ik} h_{ik}^\\top - E[\\lambda]^2 \\bar h_i \\bar h_i^\\top, \\qquad
     h_{ik} = \\frac{A_i - a_{ik}}{s_{ik}^2} e_{ik}, \\quad \\bar h_i = \\sum_k r_{ik} h_{ik},
 
-with ``r_ik = q_i(k, inlier)``. It is zero for a Gaussian star with one node. For a Student-t star the corrected
+with ``r_ik = q_i(k, inlier)`` and each node's variance ``s_ik²`` held where the last update left it, as the fit's
+Gauss-Newton curvature holds it. It is zero for a Gaussian star with one node. For a Student-t star the corrected
 curvature is the t's own, ``(ν+1)(ν - x) / ((ν + x)² σ²)`` with ``x = (A - a)²/σ²``, where IRLS counts
 ``(ν+1) / ((ν + x) σ²)``; for a star whose nodes straddle a cloud it is the curvature of the node average. The same
 correction is the linear response of mean-field variational Bayes (Giordano, Broderick & Jordan 2018, JMLR 19, 51):
