@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .catalog import Catalog, GaiaCuts, Region, catalog_for_grid, cut_keys, sky_chunks
+from .catalog import Catalog, DistanceKind, GaiaCuts, Region, catalog_for_grid, cut_keys, sky_chunks
 from .fitting import FitConfig
 from .grid import DEFAULT_REFINEMENT, Grid
 from .simulate import simulate
@@ -130,7 +130,7 @@ def simulate_keys() -> dict[str, Any]:
     """The keys of ``[simulate]``: the options of :func:`simulate`; ``region`` is a table of axes, ``distance_kind``
     how the fit reads the simulated distances (as ``[catalog]``'s, :meth:`Catalog.read`)."""
     region = {"region": {"l": _Axis, "b": _Axis, "d": _Axis}}
-    return _signature_keys(simulate, {"region"}) | region | {"distance_kind": Literal["posterior", "measurement"]}
+    return _signature_keys(simulate, {"region"}) | region | {"distance_kind": DistanceKind}
 
 
 # ---- type checks ----------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from .gaia_query import (
 )
 from .gradient import GRADIENT_BLOCK_ELEMENTS, estimate_extinction_gradient
 from .record import Catalog
-from .rows import OnBad
+from .rows import DistanceKind, OnBad
 from .units import KPC_WARNING_BELOW
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "ChunkCache",
     "ColumnMap",
     "DistanceFrom",
+    "DistanceKind",
     "GaiaCuts",
     "GaiaError",
     "OnBad",

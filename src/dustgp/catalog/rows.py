@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def check_options(
     before any column is read."""
     if on_bad not in ("raise", "drop"):
         raise CatalogError(f"on_bad: expected 'raise' or 'drop', got {on_bad!r}")
-    if distance_kind not in ("posterior", "measurement"):
+    if distance_kind not in get_args(DistanceKind):
         raise CatalogError(f"distance_kind: expected 'posterior' or 'measurement', got {distance_kind!r}")
     if not (_is_real(extinction_err_floor) and math.isfinite(extinction_err_floor) and extinction_err_floor >= 0):
         raise CatalogError(f"extinction_err_floor: expected a finite value >= 0 mag, got {extinction_err_floor!r}")
