@@ -9,6 +9,7 @@ ghost cells, 500 inducing points), predicted on a 50×50×52 grid with 100 sampl
 
 * density: median and 90th percentile of |rho/rho_true - 1|, share of cells with the truth inside the 16-84% band;
 * extinction: share of cells whose true extinction (to the cell's far edge) lies inside the 16-84% band;
+* both coverages also weighted by cell volume (``vol rho``, ``vol A``): the share of random points in the volume;
 * structures: the distance of the posterior-median density peak along each structure's own sightline, against
   the true one (within one training cell?);
 * stars: the posterior predictive checks (share inside their predictive 16-84% interval, KS distance of the
@@ -226,7 +227,8 @@ def scale_row(n_stars: int = 1_000_000, k: int = 8, learn_scatter: bool = False)
 def print_rows(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'case':12s} {'seed':>4s} {'steps':>5s} {'conv':>5s} {'fit s':>7s} {'med err':>8s} {'q90':>7s} "
-        f"{'cov rho':>8s} {'cov A':>6s} {'peaks':>6s} {'PPC in':>7s} {'KS':>6s} {'recall':>7s} {'false':>6s}"
+        f"{'cov rho':>8s} {'cov A':>6s} {'vol rho':>8s} {'vol A':>6s} "
+        f"{'peaks':>6s} {'PPC in':>7s} {'KS':>6s} {'recall':>7s} {'false':>6s}"
     )
     print(head)
     for r in rows:
@@ -234,7 +236,9 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['case']:12s} {r['seed']:4d} {r['steps']:5d} {r['converged']!s:>5s} {r['fit_seconds']:7.0f} "
             f"{t['median_relative_error']:8.2%} {t['p90_relative_error']:7.1%} {t['coverage_16_84']:8.1%} "
-            f"{t['extinction_coverage_16_84']:6.1%} {r['peaks_within_one_training_cell']!s:>6s} "
+            f"{t['extinction_coverage_16_84']:6.1%} {t.get('volume_coverage_16_84', float('nan')):8.1%} "
+            f"{t.get('volume_extinction_coverage_16_84', float('nan')):6.1%} "
+            f"{r['peaks_within_one_training_cell']!s:>6s} "
             f"{s.get('inside_16_84', float('nan')):7.1%} {s.get('ks_statistic', float('nan')):6.3f} "
             f"{s.get('outlier_recall', float('nan')):7.1%} {s.get('false_flags', -1):6d}"
         )

@@ -123,6 +123,15 @@ def test_solid_angles_sum_to_the_box() -> None:
     assert Grid(l=(0, 360, 8), b=(-30, 30, 6), d=D).solid_angles().sum() == pytest.approx(2 * np.pi, rel=1e-12)
 
 
+def test_cell_volumes_sum_to_the_shell() -> None:
+    # the whole sky between 100 and 200 pc is 4 pi (200³ - 100³) / 3 pc³, whatever the pixels
+    volumes = Grid(l=(0, 360, 8), b=(-90, 90, 6), d=(100, 200, 5), ghost_cells=0).cell_volumes()
+    assert volumes.shape == (5, 6, 8)
+    assert volumes.sum() == pytest.approx(4 * np.pi * (200.0**3 - 100.0**3) / 3, rel=1e-12)
+    # a cell twice as far holds (d2³ - d1³) more: the outer shell outweighs the inner
+    assert volumes[-1].sum() / volumes[0].sum() == pytest.approx((200**3 - 180**3) / (120**3 - 100**3), rel=1e-12)
+
+
 def test_locate_finds_cells_edges_and_misses() -> None:
     grid = Grid(l=(350, 370, 4), b=(-10, 10, 2), d=(100, 300, 4), ghost_cells=1)  # crosses l = 360
     i_d, i_b, i_l = grid.locate(

@@ -33,10 +33,23 @@ def scaled_truth(sky: SimulatedSky, factor: float) -> PosteriorMap:
 def test_the_truth_itself_scores_perfectly(sky: SimulatedSky) -> None:
     report = compare_to_truth(scaled_truth(sky, 1.0), sky)
     assert report.median_relative_error == report.p90_relative_error == report.max_relative_error == 0.0
-    assert report.coverage_16_84 == 1.0
+    assert report.coverage_16_84 == report.extinction_coverage_16_84 == 1.0
+    assert report.volume_coverage_16_84 == pytest.approx(1.0, rel=1e-12)
+    assert report.volume_extinction_coverage_16_84 == pytest.approx(1.0, rel=1e-12)
     assert report.underestimated_fraction == 0.0
     # predicted and true extinctions are the same sums of ~16 terms: equal to float64 rounding
     assert report.extinction_median_residual == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_volume_coverage_weights_cells_by_their_volume(sky: SimulatedSky) -> None:
+    # the nearest 7 of 15 region cells twice the truth (outside the band), the 8 farthest the truth (inside)
+    factor = np.ones(GRID.n_d)
+    factor[GRID.ghost_cells : GRID.ghost_cells + 7] = 2.0
+    report = compare_to_truth(make_map(GRID, factor[:, None, None] * sky.density_on(GRID)), sky)
+    assert report.coverage_16_84 == pytest.approx(8 / 15, rel=1e-12)
+    split = REGION.d_edges[7]  # 220 pc
+    far_share = (REGION.d_max**3 - split**3) / (REGION.d_max**3 - REGION.d_min**3)
+    assert report.volume_coverage_16_84 == pytest.approx(far_share, rel=1e-12)
 
 
 @pytest.mark.parametrize("factor", [0.5, 1.1, 2.0])

@@ -241,6 +241,11 @@ class Grid:
         dsinb = np.diff(np.sin(np.radians(self.b_edges)))
         return dsinb[:, None] * dl[None, :]
 
+    def cell_volumes(self) -> np.ndarray:
+        """Volume of each cell, shape ``(n_d, n_b, n_l)``, pc³ (exact: ΔΩ (d2³ - d1³) / 3)."""
+        shells = np.diff(self.d_edges**3) / 3.0
+        return shells[:, None, None] * self.solid_angles()[None]
+
     # ----- locating positions -------------------------------------------------------------------------------
     def unwrap_l(self, l: np.ndarray) -> np.ndarray:
         """Longitudes (deg) shifted by multiples of 360 into [l_edges[0], l_edges[0] + 360)."""

@@ -37,6 +37,10 @@ class TruthComparison:
         Share of stars whose predicted (median) extinction is below the true noise-free one by more than sigma.
     extinction_median_residual : float
         Median of (predicted - true) extinction to the stars, mag.
+    volume_coverage_16_84, volume_extinction_coverage_16_84 : float
+        The two coverages with each cell weighted by its volume (:meth:`dustgp.grid.Grid.cell_volumes`): the
+        share of random points, uniform in the volume, whose truth lies inside the band. Cells regular in (l, b,
+        d) are smallest near the Sun, so the plain share of cells gives the nearest distances the most weight.
     """
 
     median_relative_error: float
@@ -46,6 +50,8 @@ class TruthComparison:
     underestimated_fraction: float
     extinction_median_residual: float
     extinction_coverage_16_84: float = float("nan")
+    volume_coverage_16_84: float = float("nan")
+    volume_extinction_coverage_16_84: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -55,7 +61,8 @@ class TruthComparison:
             f"density |rho/rho_true - 1|: median {self.median_relative_error:.2%}, "
             f"90th percentile {self.p90_relative_error:.2%}, max {self.max_relative_error:.2%}\n"
             f"truth inside the 16-84% band: {self.coverage_16_84:.1%} of cells (density), "
-            f"{self.extinction_coverage_16_84:.1%} (extinction)\n"
+            f"{self.extinction_coverage_16_84:.1%} (extinction); of the volume: {self.volume_coverage_16_84:.1%}, "
+            f"{self.volume_extinction_coverage_16_84:.1%}\n"
             f"stars underestimated by more than 1 sigma: {self.underestimated_fraction:.2%}; "
             f"median extinction residual {self.extinction_median_residual:+.4f} mag"
         )
@@ -74,14 +81,20 @@ def compare_to_truth(dmap: PosteriorMap, sky: SimulatedSky) -> TruthComparison:
     predicted = DustMapQuery(dmap).query_lbd(cat.l, cat.b, sky.true_distance * u.pc, mode="median")
     ok = np.isfinite(predicted)
     under = predicted[ok] < sky.true_extinction[ok] - cat.extinction_err[ok]
+    inside = (truth >= lo) & (truth <= hi)
+    inside_extinction = (true_extinction >= a_lo) & (true_extinction <= a_hi)
+    volume = dmap.grid.cell_volumes()[region]
+    volume = volume / volume.sum()
     return TruthComparison(
         median_relative_error=float(np.median(error)),
         p90_relative_error=float(np.quantile(error, 0.9)),
         max_relative_error=float(error.max()),
-        coverage_16_84=float(np.mean((truth >= lo) & (truth <= hi))),
+        coverage_16_84=float(np.mean(inside)),
         underestimated_fraction=float(np.mean(under)),
         extinction_median_residual=float(np.median(predicted[ok] - sky.true_extinction[ok])),
-        extinction_coverage_16_84=float(np.mean((true_extinction >= a_lo) & (true_extinction <= a_hi))),
+        extinction_coverage_16_84=float(np.mean(inside_extinction)),
+        volume_coverage_16_84=float(np.sum(volume * inside)),
+        volume_extinction_coverage_16_84=float(np.sum(volume * inside_extinction)),
     )
 
 

@@ -84,9 +84,10 @@ def realistic_region(region: Grid, size: float = 1.0) -> tuple[Structure, ...]:
     No structure lies on another's :meth:`~Structure.sightline`, so the densest point along each one's sightline
     is its own. Pair with :data:`REALISTIC_BACKGROUND`.
 
-    ``size`` scales every width (and the sheet's thickness) and divides every peak, so the column through each
-    structure stays as tabled: ``size=2`` makes the structures as wide as one to two cells of the Section 3
-    training grid (9 pc deep), where ``size=1`` puts the sheet, the filament and the core below one cell.
+    ``size`` scales every width (the sheet's thickness and the blur of its sky edges too) and divides every peak,
+    so the column through each structure stays as tabled: ``size=2`` makes the structures as wide as one to two
+    cells of the Section 3 training grid (9 pc deep, 1-2 deg across), where ``size=1`` puts the sheet, the
+    filament and the core below one cell.
 
     Parameters
     ----------
@@ -124,7 +125,7 @@ def realistic_region(region: Grid, size: float = 1.0) -> tuple[Structure, ...]:
         x, y, z = lbd_to_xyz(l_at(fl), b_at(fb), d_lo + fd * (d_hi - d_lo))
         return float(x), float(y), float(z)
 
-    edge = 0.04 * min(l_hi - l_lo, b_hi - b_lo)
+    edge = 0.04 * min(l_hi - l_lo, b_hi - b_lo) * size  # deg: the sheet's sky edges widen with the rest
     return (
         Sheet(
             d_lo + 0.12 * (d_hi - d_lo),
