@@ -5,7 +5,7 @@ filament, a dense compact core and a far clump over a low background; 60,000 sta
 errors of 5-20% (the catalogue distance scattered, the error reported); 3% outliers of +0.3-1.5 mag with unchanged
 sigma; sigma_A = sqrt(0.05² + (0.05 A)²). Its clean twin is the same sky with true distances and no outliers: the
 information floor. Every case is fitted with ``method="newton"`` on the Section 3 training grid (20×20×35 + 2
-ghost cells, 500 inducing points), predicted on a 50×50×52 grid with 100 samples, and scored against the truth:
+ghost cells, 1000 inducing points), predicted on a 50×50×52 grid with 100 samples, and scored against the truth:
 
 * density: median and 90th percentile of |rho/rho_true - 1|, share of cells with the truth inside the 16-84% band;
 * extinction: share of cells whose true extinction (to the cell's far edge) lies inside the 16-84% band;
@@ -27,11 +27,16 @@ ignored).
 
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 2 3 --cases twin default
-    .venv/bin/python benchmarks/bench_likelihood.py --cases twin default --inducing-points 1000 \
-        --out benchmarks/results/likelihood-m1000-seed1.json
+    .venv/bin/python benchmarks/bench_likelihood.py --cases twin default --inducing-points 500 \
+        --out benchmarks/results/likelihood-m500-seed1.json
     .venv/bin/python benchmarks/bench_likelihood.py --scale --baseline ade638e   # side by side with a revision
-    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin default gaussian inflate \
-        --structure-size 2 --background 1.6e-3 --out benchmarks/results/likelihood-resolved.json
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin twin-robust default gaussian \
+        inflate volume-prior --structure-size 2 --background 1.6e-3 \
+        --out benchmarks/results/likelihood-resolved-edges-m1000.json
+
+Records made before the default M became 1000 say theirs in ``fit``; those before the sheet's sky edges widened
+with ``--structure-size`` (``likelihood-resolved*.json`` without ``-edges``) are of a sky whose sheet ends within
+0.8 deg, inside one training column.
 
 ``--structure-size`` and ``--background`` change the mock's sky (``simulate(structure_size=...)``, mag/pc): at the
 default size the sheet, filament and core are thinner than one training cell.
@@ -74,7 +79,7 @@ MOCK = {
     "noise_floor": 0.05,
 }
 REALISTIC = {"distance_errors": (0.05, 0.20), "outlier_fraction": 0.03, "outlier_amplitude": (0.3, 1.5)}
-FIT = {"inducing_points": 500, "length_scale": 20.0, "method": "newton"}
+FIT = {"inducing_points": 1000, "length_scale": 20.0, "method": "newton"}
 CASES: dict[str, tuple[bool, dict[str, Any]]] = {  # (realistic mock?, fit options)
     "twin": (False, {"likelihood": "gaussian", "error_floor": 0.0}),
     "twin-robust": (False, {}),

@@ -185,4 +185,4 @@ def test_the_realistic_mock_example_is_the_benchmark_sky() -> None:
     expected |= {"distance_errors": [0.05, 0.2], "outlier_fraction": 0.03, "outlier_amplitude": [0.3, 1.5]}
     assert simulated == expected
     assert config.grid == Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
-    assert (config.fit.inducing_points, config.fit.length_scale, config.fit.seed) == (500, 20.0, 1)
+    assert (config.fit.inducing_points, config.fit.length_scale, config.fit.seed) == (1000, 20.0, 1)
