@@ -128,7 +128,7 @@ def test_cell_volumes_sum_to_the_shell() -> None:
     volumes = Grid(l=(0, 360, 8), b=(-90, 90, 6), d=(100, 200, 5), ghost_cells=0).cell_volumes()
     assert volumes.shape == (5, 6, 8)
     assert volumes.sum() == pytest.approx(4 * np.pi * (200.0**3 - 100.0**3) / 3, rel=1e-12)
-    # a cell twice as far holds (d2³ - d1³) more: the outer shell outweighs the inner
+    # shells of equal depth: the outermost holds (200³ - 180³) / (120³ - 100³) times the innermost's volume
     assert volumes[-1].sum() / volumes[0].sum() == pytest.approx((200**3 - 180**3) / (120**3 - 100**3), rel=1e-12)
 
 
