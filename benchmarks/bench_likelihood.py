@@ -60,6 +60,7 @@ import dustgp
 from baseline import CURRENT_SRC, measure_in, revision_src
 from bench_scaling import machine, versions
 from dustgp.catalog import lognormal_nodes
+from dustgp.fitting import INTERRUPTED
 from dustgp.grid import Grid
 from dustgp.likelihood import StarLikelihood, StarNodes
 from dustgp.sightlines import cell_extinction_moments
@@ -156,6 +157,8 @@ def run_case(
         fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **fit_options)
     else:
         fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, checkpoint=checkpoint, **fit_options)
+    if fitted.stopped_by in INTERRUPTED:  # Ctrl-C or SIGTERM: the checkpoint is saved; score nothing half-fitted
+        raise SystemExit(f"{name}, seed {seed}: fit {fitted.stopped_by} after {fitted.iterations} steps")
     fit_seconds = fitted.seconds
     t0 = time.perf_counter()
     dmap = fitted.predict(PREDICT, samples=100, progress=False)
