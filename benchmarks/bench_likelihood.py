@@ -39,7 +39,13 @@ with ``--structure-size`` (``likelihood-resolved*.json`` without ``-edges``) are
 0.8 deg, inside one training column.
 
 ``--structure-size`` and ``--background`` change the mock's sky (``simulate(structure_size=...)``, mag/pc): at the
-default size the sheet, filament and core are thinner than one training cell.
+default size the sheet, filament and core are thinner than one training cell. ``--distance-errors F_MIN F_MAX``
+changes the realistic mock's fractional distance errors (default 0.05 0.20; the twin has none): what the distance
+errors alone cost, against the same twin. Its fits are cached apart (``-f<F_MIN>-<F_MAX>`` in the name):
+
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin volume-prior --structure-size 2 \
+        --background 1.6e-3 --distance-errors 0.0125 0.05 \
+        --out benchmarks/results/likelihood-resolved-edges-m1000-f-quarter.json
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ MOCK = {
     "noise_floor": 0.05,
 }
 REALISTIC = {"distance_errors": (0.05, 0.20), "outlier_fraction": 0.03, "outlier_amplitude": (0.3, 1.5)}
+DISTANCE_ERRORS: tuple[float, float] = REALISTIC["distance_errors"]
 FIT = {"inducing_points": 1000, "length_scale": 20.0, "method": "newton"}
 CASES: dict[str, tuple[bool, dict[str, Any]]] = {  # (realistic mock?, fit options)
     "twin": (False, {"likelihood": "gaussian", "error_floor": 0.0}),
@@ -124,17 +131,33 @@ def score_stars(fitted: Any, sky: Any) -> dict[str, Any]:
     return summary
 
 
-def mock(seed: int, realistic: bool, background: float = REALISTIC_BACKGROUND, size: float = 1.0) -> Any:
-    """The realistic mock (``realistic=True``) or its clean twin, with the structures ``size`` times as wide."""
-    options = {**MOCK, "structure_size": size, "background": background, **(REALISTIC if realistic else {})}
+def mock(
+    seed: int,
+    realistic: bool,
+    background: float = REALISTIC_BACKGROUND,
+    size: float = 1.0,
+    distance_errors: tuple[float, float] = DISTANCE_ERRORS,
+) -> Any:
+    """The realistic mock (``realistic=True``, fractional distance errors ``distance_errors``) or its clean twin,
+    with the structures ``size`` times as wide."""
+    options = {**MOCK, "structure_size": size, "background": background}
+    if realistic:
+        options |= {**REALISTIC, "distance_errors": tuple(distance_errors)}
     return simulate(TRUTH, seed=seed, **options)
 
 
 def checkpoint_for(
-    name: str, seed: int, inducing_points: int, background: float = REALISTIC_BACKGROUND, size: float = 1.0
+    name: str,
+    seed: int,
+    inducing_points: int,
+    background: float = REALISTIC_BACKGROUND,
+    size: float = 1.0,
+    distance_errors: tuple[float, float] = DISTANCE_ERRORS,
 ) -> Path:
     """Where a case's finished fit is cached (shared with ``bench_bands.py``)."""
     sky_tag = "" if (background, size) == (REALISTIC_BACKGROUND, 1.0) else f"-bg{background:g}-size{size:g}"
+    if CASES[name][0] and tuple(distance_errors) != DISTANCE_ERRORS:  # the twin has none to tag
+        sky_tag += "-f{:g}-{:g}".format(*distance_errors)
     return CHECKPOINTS / f"{name}-seed{seed}-m{inducing_points}{sky_tag}.ckpt"
 
 
@@ -144,15 +167,16 @@ def run_case(
     inducing_points: int = FIT["inducing_points"],
     background: float = REALISTIC_BACKGROUND,
     size: float = 1.0,
+    distance_errors: tuple[float, float] = DISTANCE_ERRORS,
 ) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
     realistic, options = CASES[name]
     fit_options = {**FIT, "inducing_points": inducing_points, **options}
-    sky = mock(seed, realistic, background, size)
+    sky = mock(seed, realistic, background, size, distance_errors)
     catalog = sky.catalog.with_volume_prior() if name in VOLUME_PRIOR else sky.catalog
     t0 = time.perf_counter()
     # a finished fit is not fitted again when the run is repeated
-    checkpoint = checkpoint_for(name, seed, inducing_points, background, size)
+    checkpoint = checkpoint_for(name, seed, inducing_points, background, size, distance_errors)
     if checkpoint.exists():
         fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **fit_options)
     else:
@@ -174,6 +198,7 @@ def run_case(
         "inducing_points": inducing_points,
         "background": background,
         "structure_size": size,
+        "distance_errors": list(distance_errors) if realistic else None,
         "steps": fitted.iterations,
         "converged": fitted.converged,
         "fit_seconds": fit_seconds,
@@ -270,6 +295,14 @@ def main() -> None:
     parser.add_argument(
         "--structure-size", type=float, default=1.0, help="the structures' widths times this (default %(default)s)"
     )
+    parser.add_argument(
+        "--distance-errors",
+        type=float,
+        nargs=2,
+        default=DISTANCE_ERRORS,
+        metavar=("F_MIN", "F_MAX"),
+        help="range of the realistic mock's fractional distance errors (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -294,12 +327,13 @@ def main() -> None:
         out = args.out or HERE / "results" / "likelihood-scale.json"
     else:
         fit = {**FIT, "inducing_points": args.inducing_points}
-        sky = {"background": args.background, "structure_size": args.structure_size}
+        errors = tuple(args.distance_errors)
+        sky = {"background": args.background, "structure_size": args.structure_size, "distance_errors": errors}
         record |= {"mock": {**MOCK, **REALISTIC, **sky}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": fit}
         rows = []
         for seed in args.seeds:
             for name in args.cases:
-                rows.append(run_case(name, seed, args.inducing_points, args.background, args.structure_size))
+                rows.append(run_case(name, seed, args.inducing_points, args.background, args.structure_size, errors))
                 print_rows(rows[-1:])
                 print(json.dumps(rows[-1], default=str), flush=True)
         record["rows"] = rows
