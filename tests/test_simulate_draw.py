@@ -71,7 +71,10 @@ def test_paper_experiment_is_the_section_3_region() -> None:
         ({"distance_error_model": "gaia"}, r"distance_error_model: expected 'log-uniform' or 'distance', got 'gaia'"),
         ({"outlier_fraction": 1.5}, r"outlier_fraction: expected a fraction in \[0, 1\], got 1.5"),
         ({"outlier_amplitude": (1.5, 0.3)}, r"outlier_amplitude: expected \(lo, hi\) with lo <= hi"),
-        ({"structures": "filaments"}, r"structures: expected 'random', 'realistic' or a tuple of Structure"),
+        (
+            {"structures": "filaments"},
+            r"structures: expected 'random', 'realistic', 'gaussian-field' or a tuple of Structure",
+        ),
     ],
 )
 def test_bad_options_are_named(options: dict, message: str) -> None:

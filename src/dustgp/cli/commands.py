@@ -77,6 +77,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "foreground": not args.empty_foreground,
         "seed": args.seed,
     }
+    given = {"field_length_scale": args.field_length_scale, "field_scale": args.field_scale}
+    options |= {key: value for key, value in given.items() if value is not None}
     sky = simulate(region, **options)
     table = sky.to_table()
     table.meta["dustgp_version"] = __version__

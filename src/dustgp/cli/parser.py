@@ -36,6 +36,14 @@ def _axis(text: str) -> tuple[float, float, int]:
         raise argparse.ArgumentTypeError(f"expected LO,HI,N (e.g. 50,90,100), got {text!r}") from None
 
 
+def _lengths(text: str) -> tuple[float, float, float]:
+    try:
+        gx, gy, gz = text.split(",")
+        return float(gx), float(gy), float(gz)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GX,GY,GZ in pc (e.g. 30,30,25), got {text!r}") from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
@@ -151,11 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-stars", type=int, default=120_000, help="number of stars (default 120000)")
     p.add_argument(
         "--structures",
-        choices=("random", "realistic"),
+        choices=("random", "realistic", "gaussian-field"),
         default="random",
         help="random: --clumps Gaussian clumps (the paper); realistic: a filament, a dense core, a near sheet and "
-        "a far clump over a low background (default random)",
+        "a far clump over a low background; gaussian-field: a draw from the model's own prior about the background "
+        "(default random)",
     )
+    p.add_argument(
+        "--field-length-scale",
+        type=_lengths,
+        metavar="GX,GY,GZ",
+        help="gaussian-field: RBF scale lengths in heliocentric x, y, z, pc (default 30,30,25)",
+    )
+    p.add_argument("--field-scale", type=float, help="gaussian-field: variance of log10 density, dex² (default 0.1)")
     p.add_argument(
         "--structure-size",
         type=float,

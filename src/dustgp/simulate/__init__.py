@@ -1,15 +1,19 @@
-r"""Simulated skies with known truth: the paper's Section 3 experiment (docs: Method §9), and a realistic region.
+r"""Simulated skies with known truth: the paper's Section 3 experiment (docs: Method §9), a realistic region, and a
+draw from the model's own prior.
 
-Truth: a constant background density plus overdensities (:class:`Structure`). Two skies are built in:
+Truth: a constant background density plus overdensities (:class:`Structure`). Three skies are built in:
 
 * ``structures="random"`` (the default, the paper's Section 3): a 1.6e-3 mag/pc background (0.5 mag across
   180-500 pc) plus ``n_clumps`` isotropic Gaussian clumps at random places in the region;
 * ``structures="realistic"`` (:func:`realistic_region`): over a low background (3e-4 mag/pc), an elongated
   filament, a dense compact core, a near sheet (thin in distance, wide on the sky) and a far clump, placed at
-  fixed fractions of the region's axes so that no structure lies on another's central sightline.
+  fixed fractions of the region's axes so that no structure lies on another's central sightline;
+* ``structures="gaussian-field"`` (:class:`GaussianField`): the background times 10 to the power of a Gaussian
+  process with the model's RBF kernel, the prior the model assumes; on it, bands that miss are the inference's.
 
-Any tuple of :class:`Clump`, :class:`Filament` and :class:`Sheet` may be given instead. The background fills the
-foreground too (0 .. d_min), as a uniform interstellar medium would; ``foreground=False`` empties it instead.
+Any tuple of :class:`Clump`, :class:`Filament`, :class:`Sheet` and :class:`GaussianField` may be given instead. The
+background fills the foreground too (0 .. d_min), as a uniform interstellar medium would; ``foreground=False``
+empties it instead.
 
 Stars are uniform in l, b and in d³ (uniform space density); their extinction is integrated on a fine truth grid
 (100 × 100 × 115 cells in the paper) with the same partial-cell rule the model uses. The observation model, each
@@ -47,7 +51,8 @@ extinction noise as its clean twin (the same call without those options), and th
 whatever new options exist.
 
 The package's modules: :mod:`~dustgp.simulate.structures` (the shapes and the total density),
-:mod:`~dustgp.simulate.truths` (the two built-in truths), :mod:`~dustgp.simulate.observe` (stars and the
+:mod:`~dustgp.simulate.truths` (the two built-in truths of structures), :mod:`~dustgp.simulate.field` (the
+Gaussian field), :mod:`~dustgp.simulate.observe` (stars and the
 observation model), :mod:`~dustgp.simulate.sky` (the :class:`SimulatedSky` record) and
 :mod:`~dustgp.simulate.draw` (:func:`simulate`, :func:`paper_experiment`).
 """
@@ -56,6 +61,7 @@ from __future__ import annotations
 
 from .draw import StructureSpec as StructureSpec
 from .draw import paper_experiment, simulate
+from .field import GaussianField
 from .observe import DistanceErrorModel as DistanceErrorModel
 from .sky import SimulatedSky
 from .structures import Clump, Filament, Sheet, Structure, true_density
@@ -67,6 +73,7 @@ from .truths import realistic_region
 __all__ = [
     "Clump",
     "Filament",
+    "GaussianField",
     "Sheet",
     "SimulatedSky",
     "Structure",

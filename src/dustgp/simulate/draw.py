@@ -10,6 +10,7 @@ import numpy as np
 
 from ..catalog import MIN_EXTINCTION_ERR, Catalog
 from ..grid import Grid
+from .field import GaussianField
 from .observe import (
     DistanceErrorModel,
     _check_options,
@@ -24,7 +25,11 @@ from .truths import BACKGROUND, REALISTIC_BACKGROUND, _random_clumps, realistic_
 
 __all__ = ["StructureSpec", "paper_experiment", "simulate"]
 
-StructureSpec = Literal["random", "realistic"]
+StructureSpec = Literal["random", "realistic", "gaussian-field"]
+#: The Gaussian field's default scale lengths (pc, heliocentric x, y, z) and variance of log10 density (dex²): a few
+#: training cells of the paper's Section 3 grid long, 0.3 dex at 1 sigma.
+FIELD_LENGTH_SCALE = (30.0, 30.0, 25.0)
+FIELD_SCALE = 0.1
 
 
 def _choose_structures(
@@ -36,6 +41,7 @@ def _choose_structures(
     clump_sigma: tuple[float, float],
     clump_peak: tuple[float, float],
     size: float = 1.0,
+    field: GaussianField | None = None,
 ) -> tuple[Structure, ...]:
     """The overdensities ``structures`` names (see :func:`simulate`); only ``'random'`` draws from ``rng``."""
     if size != 1.0 and structures != "realistic":
@@ -44,9 +50,13 @@ def _choose_structures(
         return _random_clumps(region, rng, n_clumps=n_clumps, clump_sigma=clump_sigma, clump_peak=clump_peak)
     if structures == "realistic":
         return realistic_region(region, size=size)
+    if structures == "gaussian-field" and field is not None:
+        return (field,)
     if not isinstance(structures, str) and all(isinstance(s, Structure) for s in structures):
         return tuple(structures)
-    raise ValueError(f"structures: expected 'random', 'realistic' or a tuple of Structure, got {structures!r}")
+    raise ValueError(
+        f"structures: expected 'random', 'realistic', 'gaussian-field' or a tuple of Structure, got {structures!r}"
+    )
 
 
 def simulate(
@@ -66,6 +76,8 @@ def simulate(
     outlier_fraction: float = 0.0,
     outlier_amplitude: tuple[float, float] = (0.3, 1.5),
     foreground: bool = True,
+    field_length_scale: tuple[float, float, float] = FIELD_LENGTH_SCALE,
+    field_scale: float = FIELD_SCALE,
     seed: int = 0,
 ) -> SimulatedSky:
     r"""Draw a simulated sky over ``region``.
@@ -79,9 +91,12 @@ def simulate(
         Truth grid; its distance range is where dust and stars are. Ghost cells of ``region`` are ignored.
     n_stars : int
         Stars uniform in l, in b (as in the paper) and in d³.
-    structures : {'random', 'realistic'} or tuple of Structure
+    structures : {'random', 'realistic', 'gaussian-field'} or tuple of Structure
         ``'random'``: ``n_clumps`` Gaussian clumps drawn at random (the paper). ``'realistic'``: the
-        filament, core, near sheet and far clump of :func:`realistic_region`. A tuple: those structures.
+        filament, core, near sheet and far clump of :func:`realistic_region`. ``'gaussian-field'``: a draw from the
+        model's own prior about the background (:class:`~dustgp.simulate.field.GaussianField`, with
+        ``field_length_scale`` and ``field_scale``), the sky on which an exact posterior's bands are calibrated. A
+        tuple: those structures.
     structure_size : float
         For ``structures='realistic'``: the structures this many times as wide, their peaks divided by it, so that
         every column is kept (``realistic_region(region, size=...)``). At 2, over the paper's background
@@ -117,6 +132,10 @@ def simulate(
         Range (lo, hi) of the offsets, mag, drawn uniformly (default 0.3-1.5 mag).
     foreground : bool
         Fill 0 .. d_min with the background density (True) or leave it empty.
+    field_length_scale : tuple of float
+        For ``structures='gaussian-field'``: the RBF scale lengths in heliocentric x, y, z, pc.
+    field_scale : float
+        For ``structures='gaussian-field'``: the variance of log10 density about the background, dex².
     seed : int
         Seed of every random draw.
 
@@ -134,11 +153,32 @@ def simulate(
     )
     rng = np.random.default_rng(seed)
     region = region.with_ghost_cells(0)
-    chosen = _choose_structures(
-        structures, region, rng, n_clumps=n_clumps, clump_sigma=clump_sigma, clump_peak=clump_peak, size=structure_size
-    )
     if background is None:
         background = REALISTIC_BACKGROUND if structures == "realistic" else BACKGROUND
+    # the field's features from a stream of their own (the third spawned), so that the stars are those of any sky
+    field_seed = int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1)[0])
+    field = None
+    if structures == "gaussian-field":
+        try:
+            field = GaussianField(
+                background,
+                tuple(field_length_scale),
+                field_scale,
+                seed=field_seed,
+                d_min=region.d_min,  # type: ignore[arg-type]
+            )
+        except ValueError as error:  # "length_scale: ..." -> "field_length_scale: ...", the name given here
+            raise ValueError(f"field_{error}") from None
+    chosen = _choose_structures(
+        structures,
+        region,
+        rng,
+        n_clumps=n_clumps,
+        clump_sigma=clump_sigma,
+        clump_peak=clump_peak,
+        size=structure_size,
+        field=field,
+    )
 
     l, b, d = _draw_positions(region, rng, n_stars)
     truth = _star_extinction(region, background, chosen, foreground, l, b, d)
