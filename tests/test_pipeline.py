@@ -186,3 +186,16 @@ def test_the_realistic_mock_example_is_the_benchmark_sky() -> None:
     assert simulated == expected
     assert config.grid == Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
     assert (config.fit.inducing_points, config.fit.length_scale, config.fit.seed) == (1000, 20.0, 1)
+
+
+def test_the_prior_sky_example_is_the_calibration_benchmark_sky() -> None:
+    config = load_config(EXAMPLES / "prior_sky.toml")
+    simulated = dict(config.simulate)
+    assert simulated.pop("region") == {"l": [50, 90, 100], "b": [-10, 10, 100], "d": [180, 500, 115]}
+    # bench_calibration.mock(seed=1, FIELD), option for option
+    expected = {"n_stars": 60_000, "structures": "gaussian-field", "noise": 0.05, "noise_floor": 0.05}
+    expected |= {"field_length_scale": [30.0, 30.0, 25.0], "field_scale": 0.1, "background": 1.6e-3, "seed": 1}
+    assert simulated == expected
+    assert config.grid == Grid(l=(50, 90, 20), b=(-10, 10, 20), d=(180, 500, 35), ghost_cells=2)
+    fit = config.fit
+    assert (fit.inducing_points, fit.length_scale, fit.likelihood, fit.error_floor) == (1000, 20.0, "gaussian", 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .._version import __version__
@@ -28,20 +29,23 @@ __all__ = ["build_parser", "glue_negative_values"]
 _NEGATIVE_LIST = re.compile(r"^-\d*\.?\d+(?:[eE][-+]?\d+)?(?:,-?\d*\.?\d+(?:[eE][-+]?\d+)?)+$")
 
 
-def _axis(text: str) -> tuple[float, float, int]:
-    try:
-        lo, hi, n = text.split(",")
-        return float(lo), float(hi), int(n)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI,N (e.g. 50,90,100), got {text!r}") from None
+def _comma_numbers(kinds: tuple[type, ...], expected: str) -> Callable[[str], tuple]:
+    """An argparse type reading ``len(kinds)`` comma-separated numbers, each converted by its kind."""
+
+    def parse(text: str) -> tuple:
+        parts = text.split(",")
+        try:
+            if len(parts) != len(kinds):
+                raise ValueError(text)
+            return tuple(kind(part) for kind, part in zip(kinds, parts, strict=True))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse
 
 
-def _lengths(text: str) -> tuple[float, float, float]:
-    try:
-        gx, gy, gz = text.split(",")
-        return float(gx), float(gy), float(gz)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected GX,GY,GZ in pc (e.g. 30,30,25), got {text!r}") from None
+_axis = _comma_numbers((float, float, int), "LO,HI,N (e.g. 50,90,100)")
+_lengths = _comma_numbers((float, float, float), "GX,GY,GZ in pc (e.g. 30,30,25)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

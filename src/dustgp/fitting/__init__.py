@@ -7,7 +7,9 @@
 - :mod:`~dustgp.fitting.newton`: the second-order method (natural-gradient steps on q(v), Fisher scoring
   on the hyperparameters, L-BFGS on the inducing locations).
 - :mod:`~dustgp.fitting.stopping`: stop rules, and Ctrl-C or SIGTERM ending a fit after its step.
-- :mod:`~dustgp.fitting.stars`: what a fit takes from its stars (likelihood, inducing start, per-star checks).
+- :mod:`~dustgp.fitting.layout`: where the inducing points start (spread by greedy conditional variance).
+- :mod:`~dustgp.fitting.stars`: what a fit takes from its stars (likelihood, column distance ranges, per-star
+  checks).
 - :mod:`~dustgp.fitting.foreground`: whether the stars show the foreground empty (then no ghost cells).
 - :mod:`~dustgp.fitting.loop`: :func:`fit`, the training loop.
 - :mod:`~dustgp.fitting.record`: the :class:`Fit` record, :func:`load_fit`.

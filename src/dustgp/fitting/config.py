@@ -12,6 +12,7 @@ import torch
 
 from ..catalog import DISTANCE_NODES
 from ..likelihood import DISTANCE_TREATMENTS, NOISE_MODELS
+from .layout import INDUCING_LAYOUTS
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "FOREGROUND_MODES", "METHODS", "STOP_RULES", "FitConfig", "FitError"]
 
@@ -46,8 +47,12 @@ class FitConfig:
         Initial kernel scale factor alpha, dex² (prior variance of phi).
     mean : float or None
         Initial constant mean c, log10(mag/pc); ``None`` takes log10 of the median of ``A_i / d_i``.
+    inducing_layout : {"greedy", "random"}
+        Where the inducing points start: spread over the stars' volume (and the foreground) by greedy conditional
+        variance under the starting scale lengths (the default), or at random star positions and ghost-cell
+        centres (as before this option); see :mod:`dustgp.fitting.layout`.
     learn_inducing_locations : bool
-        Train the inducing locations, or keep them at their initial star positions. A ``"newton"`` fit with a
+        Train the inducing locations, or keep them where they start. A ``"newton"`` fit with a
         coarse stage (``coarse_start``) trains them there and holds them on the training grid.
     learn_hyperparameters : bool
         ``"newton"`` only: train c, alpha, gamma (and the locations), or hold them at their initial values and
@@ -156,6 +161,7 @@ class FitConfig:
     length_scale: float | list[float] = 20.0
     scale: float = 0.5
     mean: float | None = None
+    inducing_layout: str = "greedy"
     learn_inducing_locations: bool = True
     learn_hyperparameters: bool = True
     particles: int = 32
@@ -200,6 +206,8 @@ class FitConfig:
             self.max_iterations = DEFAULT_MAX_ITERATIONS[self.method]
         if self.stop not in STOP_RULES:
             raise ValueError(f"stop: expected one of {STOP_RULES}, got {self.stop!r}")
+        if self.inducing_layout not in INDUCING_LAYOUTS:
+            raise ValueError(f"inducing_layout: expected one of {INDUCING_LAYOUTS}, got {self.inducing_layout!r}")
         if self.foreground not in FOREGROUND_MODES:
             raise ValueError(f"foreground: expected one of {FOREGROUND_MODES}, got {self.foreground!r}")
         if self.likelihood not in NOISE_MODELS:

@@ -44,10 +44,11 @@ from ..sightlines import Sightlines
 from .checkpoint import data_fingerprint, load_checkpoint, model_from_state, write_checkpoint
 from .config import FitConfig, FitError
 from .foreground import without_empty_foreground
+from .layout import inducing_init
 from .missing_information import store_marginal_covariance
 from .newton import NewtonRunner
 from .record import Fit, checkpoint_payload
-from .stars import inducing_init, star_checks, star_distances, star_likelihood
+from .stars import star_checks, star_distances, star_likelihood
 from .stopping import CONVERGED, INTERRUPTED, StopAtStepEnd
 from .svi import SviRunner
 
@@ -405,7 +406,7 @@ def _coarse_start(
 
 
 def _initial_model(catalog: Catalog, grid: Grid, config: FitConfig, dtype: torch.dtype) -> DustGP:
-    """The model before training: inducing points at random stars (and ghost cells), the mean at log10 of the
+    """The model before training: inducing points as ``config.inducing_layout`` lays them, the mean at log10 of the
     median ``A_i / d_i`` unless configured, q(v) = N(0, (initial_posterior_std)² I). ``catalog``: the stars used."""
     rng = np.random.default_rng(config.seed)
     a_over_d = catalog.extinction / catalog.distance
@@ -413,7 +414,7 @@ def _initial_model(catalog: Catalog, grid: Grid, config: FitConfig, dtype: torch
     if mean is None:
         positive = a_over_d[a_over_d > 0]
         mean = float(np.log10(np.median(positive))) if positive.size else -3.0
-    z = inducing_init(catalog, grid, config.inducing_points, rng, float(np.mean(config.length_scale)))
+    z = inducing_init(catalog, grid, config.inducing_points, rng, config.length_scale, config.inducing_layout)
     gp = DustGP(
         torch.as_tensor(z, dtype=dtype),
         mean=mean,

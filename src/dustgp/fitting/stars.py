@@ -1,5 +1,5 @@
-"""What a fit takes from its stars: their likelihood as configured, the inducing points' start, the distance range
-of each column, and the per-star posterior predictive table."""
+"""What a fit takes from its stars: their likelihood as configured, the distance range of each column, and the
+per-star posterior predictive table (the inducing points' start: :mod:`dustgp.fitting.layout`)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,12 @@ import torch
 from astropy.table import Table
 
 from ..catalog import Catalog
-from ..grid import Grid, lbd_to_xyz
+from ..grid import Grid
 from ..likelihood import StarLikelihood, StarNodes
 from ..sightlines import Sightlines
 from .config import FitConfig, FitError
 
-__all__ = ["inducing_init", "star_checks", "star_distances", "star_likelihood"]
-
-
-def inducing_init(catalog: Catalog, grid: Grid, m: int, rng: np.random.Generator, length_scale: float) -> np.ndarray:
-    """Initial inducing locations (pc): random star positions, and random ghost-cell centres in proportion to
-    the ghost cells' share of the grid.
-
-    No star lies in the ghost cells, so without inducing points there the foreground could not depart from the
-    prior mean; a foreground much thinner than the mean would then bias every star near ``d_min``.
-    """
-    n_ghost = round(m * grid.ghost_cells / grid.n_d) if grid.ghost_cells else 0
-    xyz = lbd_to_xyz(catalog.l, catalog.b, catalog.distance)
-    replace = m - n_ghost > len(xyz)
-    z = xyz[rng.choice(len(xyz), size=m - n_ghost, replace=replace)]
-    ghosts = grid.cell_centers_xyz().reshape(grid.n_d, grid.n_columns, 3)[: grid.ghost_cells].reshape(-1, 3)
-    z = np.concatenate([z, ghosts[rng.choice(len(ghosts), size=n_ghost, replace=n_ghost > len(ghosts))]])
-    if replace or n_ghost > len(ghosts):  # duplicated points would make K_zz singular
-        z = z + rng.normal(scale=0.05 * length_scale, size=z.shape)
-    return z
+__all__ = ["star_checks", "star_distances", "star_likelihood"]
 
 
 def star_distances(sightlines: Sightlines, distance: np.ndarray, grid: Grid) -> np.ndarray:
