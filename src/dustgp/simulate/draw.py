@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,9 +41,10 @@ def _choose_structures(
     clump_sigma: tuple[float, float],
     clump_peak: tuple[float, float],
     size: float = 1.0,
-    field: GaussianField | None = None,
+    field: dict[str, Any] | None = None,
 ) -> tuple[Structure, ...]:
-    """The overdensities ``structures`` names (see :func:`simulate`); only ``'random'`` draws from ``rng``."""
+    """The overdensities ``structures`` names (see :func:`simulate`); only ``'random'`` draws from ``rng``.
+    ``field``: the keywords of :func:`_field` but ``region``, for ``'gaussian-field'``."""
     if size != 1.0 and structures != "realistic":
         raise ValueError(f"structure_size: only for structures='realistic', got structures={structures!r}")
     if structures == "random":
@@ -51,12 +52,24 @@ def _choose_structures(
     if structures == "realistic":
         return realistic_region(region, size=size)
     if structures == "gaussian-field" and field is not None:
-        return (field,)
+        return (_field(region, **field),)
     if not isinstance(structures, str) and all(isinstance(s, Structure) for s in structures):
         return tuple(structures)
     raise ValueError(
         f"structures: expected 'random', 'realistic', 'gaussian-field' or a tuple of Structure, got {structures!r}"
     )
+
+
+def _field(
+    region: Grid, background: float, length_scale: tuple[float, float, float], scale: float, seed: int
+) -> GaussianField:
+    """The Gaussian field of ``structures='gaussian-field'`` behind ``region.d_min``; its features from a stream of
+    their own (the third spawned from ``seed``), so that the stars are those of any other sky of the seed."""
+    field_seed = int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1)[0])
+    try:
+        return GaussianField(background, tuple(length_scale), scale, seed=field_seed, d_min=region.d_min)  # type: ignore[arg-type]
+    except ValueError as error:  # "length_scale: ..." -> "field_length_scale: ...", the name simulate takes
+        raise ValueError(f"field_{error}") from None
 
 
 def simulate(
@@ -155,20 +168,7 @@ def simulate(
     region = region.with_ghost_cells(0)
     if background is None:
         background = REALISTIC_BACKGROUND if structures == "realistic" else BACKGROUND
-    # the field's features from a stream of their own (the third spawned), so that the stars are those of any sky
-    field_seed = int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1)[0])
-    field = None
-    if structures == "gaussian-field":
-        try:
-            field = GaussianField(
-                background,
-                tuple(field_length_scale),
-                field_scale,
-                seed=field_seed,
-                d_min=region.d_min,  # type: ignore[arg-type]
-            )
-        except ValueError as error:  # "length_scale: ..." -> "field_length_scale: ...", the name given here
-            raise ValueError(f"field_{error}") from None
+    field = {"background": background, "length_scale": field_length_scale, "scale": field_scale, "seed": seed}
     chosen = _choose_structures(
         structures,
         region,
