@@ -13,7 +13,13 @@ hyperparameters, if they are the truth's. Two cases per seed, fitted as ``bench_
   points makes of the right prior;
 * ``learned``: the default, hyperparameters learned from the default start: what the ELBO picks at M;
 * ``held-random``, ``learned-random``: the same with the inducing points started at random stars
-  (``inducing_layout="random"``, as before the greedy layout), side by side.
+  (``inducing_layout="random"``, as before the greedy layout), side by side;
+* ``held-realistic``, ``learned-realistic`` (asked for with ``--cases``): the same sky seen as
+  ``bench_likelihood.py``'s realistic mock sees its own (5-20% distance errors, the catalogue distance scattered and
+  the error reported; 3% outliers of +0.3-1.5 mag), fitted with the default likelihood (mixture + distance
+  quadrature) on the distances read under a uniform space density (``Catalog.with_volume_prior``): what the
+  catalogue's errors cost where the prior is right. Each row gives its median error over the clean row of its kind
+  (``error_ratio_to_clean``).
 
 Each row: the hyperparameters, the final ELBO (a ``learned`` row also gives its excess over the ``held`` row of its
 layout: positive when the bound prefers its own hyperparameters to the truth's), the median density error, the share
@@ -23,6 +29,8 @@ sightlines whose foreground extinction (to d_min) does.
     .venv/bin/python benchmarks/bench_calibration.py --seeds 1 2 3 --out benchmarks/results/calibration-m1000.json
     .venv/bin/python benchmarks/bench_calibration.py --seeds 1 --inducing-points 2000 \\
         --out benchmarks/results/calibration-m2000-seed1.json
+    .venv/bin/python benchmarks/bench_calibration.py --seeds 1 2 3 --cases held learned held-realistic \\
+        learned-realistic --out benchmarks/results/calibration-realistic-m1000.json
 
 Fits are cached in the temporary directory (``field-<case>-seed<N>-m<M>.ckpt``); a cached fit is only predicted.
 """
@@ -40,7 +48,7 @@ import torch
 
 import dustgp
 from bench_fit import write_json
-from bench_likelihood import CHECKPOINTS, FIT, PREDICT, TRAIN, TRUTH
+from bench_likelihood import CHECKPOINTS, FIT, PREDICT, REALISTIC, TRAIN, TRUTH, score_stars
 from bench_scaling import machine, versions
 from dustgp.fitting import INTERRUPTED
 from dustgp.simulate import simulate
@@ -50,15 +58,20 @@ HERE = Path(__file__).resolve().parent
 BACKGROUND = 1.6e-3
 FIELD = {"field_length_scale": (30.0, 30.0, 25.0), "field_scale": 0.1}
 MOCK = {"n_stars": 60_000, "structures": "gaussian-field", "noise": 0.05, "noise_floor": 0.05, "background": BACKGROUND}
-CASES = ("held", "learned", "held-random", "learned-random")
+CASES = ("held", "learned", "held-random", "learned-random", "held-realistic", "learned-realistic")
+#: What runs unless ``--cases`` says otherwise: the sky as the twin sees its own
+DEFAULT_CASES = CASES[:4]
 
 
-def mock(seed: int, field: dict[str, Any]) -> Any:
-    return simulate(TRUTH, seed=seed, **MOCK, **field)
+def mock(seed: int, field: dict[str, Any], realistic: bool = False) -> Any:
+    """The prior sky of ``seed``; with ``realistic``, seen through the realistic mock's distance errors and outliers."""
+    return simulate(TRUTH, seed=seed, **MOCK, **field, **(REALISTIC if realistic else {}))
 
 
 def fit_options(case: str, inducing_points: int, field: dict[str, Any]) -> dict[str, Any]:
-    options = {**FIT, "inducing_points": inducing_points, "likelihood": "gaussian", "error_floor": 0.0}
+    options: dict[str, Any] = {**FIT, "inducing_points": inducing_points}
+    if not case.endswith("-realistic"):  # the twin's likelihood; the realistic cases keep the default
+        options |= {"likelihood": "gaussian", "error_floor": 0.0}
     options["inducing_layout"] = "random" if case.endswith("-random") else "greedy"
     if case.startswith("held"):
         options |= {
@@ -83,13 +96,13 @@ def foreground_coverage(dmap: Any, sky: Any) -> float:
 
 def run_case(case: str, seed: int, inducing_points: int, field: dict[str, Any]) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
-    sky = mock(seed, field)
+    realistic = case.endswith("-realistic")
+    sky = mock(seed, field, realistic)
+    catalog = sky.catalog.with_volume_prior() if realistic else sky.catalog
     tag = "" if field == FIELD else "-g{:g}-{:g}-{:g}-a{:g}".format(*field["field_length_scale"], field["field_scale"])
     checkpoint = CHECKPOINTS / f"field-{case}-seed{seed}-m{inducing_points}{tag}.ckpt"
     where = {"resume": checkpoint} if checkpoint.exists() else {"checkpoint": checkpoint}
-    fitted = dustgp.fit(
-        sky.catalog, TRAIN, progress=False, seed=seed, **where, **fit_options(case, inducing_points, field)
-    )
+    fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, **where, **fit_options(case, inducing_points, field))
     if fitted.stopped_by in INTERRUPTED:
         raise SystemExit(f"{case}, seed {seed}: fit {fitted.stopped_by} after {fitted.iterations} steps")
     dmap = fitted.predict(PREDICT, samples=100, progress=False)
@@ -104,6 +117,7 @@ def run_case(case: str, seed: int, inducing_points: int, field: dict[str, Any]) 
         "hyperparameters": fitted.hyperparameters(),
         "truth": compare_to_truth(dmap, sky).to_dict(),
         "foreground_extinction_coverage_16_84": foreground_coverage(dmap, sky),
+        "stars": score_stars(fitted, sky),
     }
 
 
@@ -111,25 +125,27 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     print(
         f"{'case':14s} {'seed':>4s} {'M':>5s} {'steps':>5s} {'conv':>5s} {'fit s':>6s} {'gamma x/y/z pc':>15s} "
         f"{'alpha':>6s} {'ELBO':>10s} {'d ELBO':>7s} {'med err':>8s} {'cov rho':>8s} {'cov A':>6s} "
-        f"{'vol rho':>8s} {'vol A':>6s} {'front':>6s}"
+        f"{'vol rho':>8s} {'vol A':>6s} {'front':>6s} {'x clean':>8s}"
     )
     for r in rows:
         t, h = r["truth"], r["hyperparameters"]
         gamma = "/".join(f"{g:.0f}" for g in h["length_scale_pc"])
         excess = r.get("elbo_excess_over_held")
+        ratio = r.get("error_ratio_to_clean")
         print(
             f"{r['case']:14s} {r['seed']:4d} {r['inducing_points']:5d} {r['steps']:5d} {r['converged']!s:>5s} "
             f"{r['fit_seconds']:6.0f} {gamma:>15s} {h['scale_dex2']:6.3f} {r['elbo']:10.1f} "
             f"{'' if excess is None else f'{excess:7.1f}':>7s} {t['median_relative_error']:8.2%} "
             f"{t['coverage_16_84']:8.1%} {t['extinction_coverage_16_84']:6.1%} {t['volume_coverage_16_84']:8.1%} "
-            f"{t['volume_extinction_coverage_16_84']:6.1%} {r['foreground_extinction_coverage_16_84']:6.1%}"
+            f"{t['volume_extinction_coverage_16_84']:6.1%} {r['foreground_extinction_coverage_16_84']:6.1%} "
+            f"{'' if ratio is None else f'{ratio:8.2f}':>8s}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
     parser.add_argument(
         "--inducing-points", type=int, default=FIT["inducing_points"], help="M of every fit (default %(default)s)"
     )
@@ -159,6 +175,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         held: dict[str, float] = {}
+        clean_error: dict[str, float] = {}
         for case in args.cases:
             row = run_case(case, seed, args.inducing_points, field)
             kind, _, layout = case.partition("-")
@@ -166,6 +183,11 @@ def main() -> None:
                 held[layout] = row["elbo"]
             elif layout in held:
                 row["elbo_excess_over_held"] = row["elbo"] - held[layout]
+            error = row["truth"]["median_relative_error"]
+            if not layout:
+                clean_error[kind] = error
+            elif layout == "realistic" and kind in clean_error:
+                row["error_ratio_to_clean"] = error / clean_error[kind]
             rows.append(row)
             print_rows(rows[-1:])
             print(json.dumps(row, default=str), flush=True)
