@@ -123,7 +123,7 @@ def run_case(case: str, seed: int, inducing_points: int, field: dict[str, Any]) 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'case':14s} {'seed':>4s} {'M':>5s} {'steps':>5s} {'conv':>5s} {'fit s':>6s} {'gamma x/y/z pc':>15s} "
+        f"{'case':17s} {'seed':>4s} {'M':>5s} {'steps':>5s} {'conv':>5s} {'fit s':>6s} {'gamma x/y/z pc':>15s} "
         f"{'alpha':>6s} {'ELBO':>10s} {'d ELBO':>7s} {'med err':>8s} {'cov rho':>8s} {'cov A':>6s} "
         f"{'vol rho':>8s} {'vol A':>6s} {'front':>6s} {'x clean':>8s}"
     )
@@ -133,7 +133,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
         excess = r.get("elbo_excess_over_held")
         ratio = r.get("error_ratio_to_clean")
         print(
-            f"{r['case']:14s} {r['seed']:4d} {r['inducing_points']:5d} {r['steps']:5d} {r['converged']!s:>5s} "
+            f"{r['case']:17s} {r['seed']:4d} {r['inducing_points']:5d} {r['steps']:5d} {r['converged']!s:>5s} "
             f"{r['fit_seconds']:6.0f} {gamma:>15s} {h['scale_dex2']:6.3f} {r['elbo']:10.1f} "
             f"{'' if excess is None else f'{excess:7.1f}':>7s} {t['median_relative_error']:8.2%} "
             f"{t['coverage_16_84']:8.1%} {t['extinction_coverage_16_84']:6.1%} {t['volume_coverage_16_84']:8.1%} "
