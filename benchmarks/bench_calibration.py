@@ -6,8 +6,9 @@ picks). This sky removes the first: ``simulate(structures="gaussian-field")``, t
 10 to the power of a Gaussian process with the model's RBF kernel (scale lengths 30 / 30 / 25 pc in x / y / z, 0.1
 dex²) behind d_min, on the paper's Section 3 region; 60,000 stars with sigma_A = sqrt(0.05² + (0.05 A)²), true
 distances, no outliers. An exact posterior's 16-84% bands hold the truth 68% of the time on such a sky, whatever its
-hyperparameters, if they are the truth's. Two cases per seed, fitted as ``bench_likelihood.py`` fits its twin
-(``method="newton"``, Gaussian likelihood, 20×20×35 + 2 ghost cells, predicted on 50×50×52 with 100 samples):
+hyperparameters, if they are the truth's. The cases, fitted as ``bench_likelihood.py`` fits its twin
+(``method="newton"``, Gaussian likelihood, 20×20×35 + 2 ghost cells, predicted on 50×50×52 with 100 samples) unless
+said otherwise:
 
 * ``held``: the hyperparameters held at the field's (``learn_hyperparameters=False``): what q(u) with M inducing
   points makes of the right prior;
