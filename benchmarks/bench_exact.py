@@ -57,6 +57,7 @@ from bench_fit import write_json
 from bench_likelihood import REALISTIC
 from bench_scaling import machine, versions
 from dustgp.grid import Grid
+from dustgp.projection import rbf_cross_covariance
 from dustgp.simulate import simulate
 
 HERE = Path(__file__).resolve().parent
@@ -83,6 +84,8 @@ LEAPFROG = 24
 #: warm-up stages: step size; step size and the mass matrix's diagonal; step size again
 WARMUP, DRAWS, THIN = (150, 250, 100), 1200, 3
 DISTANCE_BINS = ((180, 260), (260, 340), (340, 420), (420, 500))
+#: the region's cells in the flat grid order (the ghost cells come first), on TRAIN and MOCK_TRAIN alike
+REGION = slice(TRAIN.ghost_cells * TRAIN.n_columns, None)
 
 
 def prior_sky(seed: int, case: str) -> tuple[Any, Any, Grid, dict[str, Any]]:
@@ -206,7 +209,7 @@ def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarr
     grid, likelihood, h = fitted.grid, fitted.likelihood, fitted.hyperparameters()
     xyz = torch.as_tensor(grid.cell_centers_xyz(), dtype=torch.float64)
     gamma = torch.tensor(h["length_scale_pc"], dtype=torch.float64)
-    kernel = h["scale_dex2"] * torch.exp(-0.5 * (((xyz[:, None] - xyz[None]) / gamma) ** 2).sum(-1))
+    kernel = rbf_cross_covariance(xyz, xyz, gamma, torch.tensor(h["scale_dex2"], dtype=torch.float64))
     n = kernel.shape[0]
     l_k = torch.linalg.cholesky(kernel + 1e-6 * torch.eye(n, dtype=torch.float64))
     c = h["mean_log10_density"]
@@ -238,7 +241,7 @@ def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarr
     w_draws, trace, chain = hamiltonian_monte_carlo(log_post, mode, vectors * values.rsqrt(), seed)
     draws = c + w_draws @ l_k.numpy().T
     ess = np.array([effective_sample_size(draws[:, j]) for j in range(n)])
-    front = TRAIN.ghost_cells * TRAIN.n_columns  # the ghost cells come first in the grid's order
+    front = REGION.start
     chain |= {
         "leapfrog": LEAPFROG,
         "draws": len(draws),
@@ -252,7 +255,7 @@ def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarr
 
 def band_scores(samples: np.ndarray, truth: np.ndarray, true_extinction: np.ndarray) -> dict[str, float]:
     """Coverage of the 16-84% bands of density and extinction over the region's cells, and z's spread."""
-    region = slice(TRAIN.ghost_cells * TRAIN.n_columns, None)
+    region = REGION
     path = np.repeat(TRAIN.path_lengths, TRAIN.n_columns)
     extinction = np.cumsum((10.0**samples * path).reshape(len(samples), TRAIN.n_d, -1), axis=1).reshape(
         len(samples), -1
@@ -276,10 +279,10 @@ def run_case(seed: int, case: str, inducing_points: int, extra: dict[str, Any]) 
     sky, fitted, q = fit_and_map(seed, case, inducing_points, extra)
     truth_grid = sky.density_on(fitted.grid)
     truth = np.log10(truth_grid.reshape(-1))
-    true_extinction = np.cumsum(truth_grid * fitted.grid.path_lengths[:, None, None], axis=0).reshape(-1)
+    true_extinction = sky.extinction_on(fitted.grid).reshape(-1)
     exact, laplace_cov, chain = exact_posterior(fitted, q.mean(0), seed)
     laplace = np.random.default_rng(seed).multivariate_normal(q.mean(0), laplace_cov, SAMPLES, method="cholesky")
-    region = slice(TRAIN.ghost_cells * TRAIN.n_columns, None)
+    region = REGION
     ratio = (q.std(0) / exact.std(0))[region]
     shift = ((q.mean(0) - exact.mean(0)) / exact.std(0))[region]
     d = np.repeat(TRAIN.d_centers, TRAIN.n_columns)[region]
