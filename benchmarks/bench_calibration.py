@@ -72,8 +72,8 @@ def mock(seed: int, field: dict[str, Any], realistic: bool = False) -> Any:
     return simulate(TRUTH, seed=seed, **MOCK, **field, **(REALISTIC if realistic else {}))
 
 
-def fit_options(case: str, inducing_points: int, field: dict[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {**FIT, "inducing_points": inducing_points}
+def fit_options(case: str, inducing_points: int, field: dict[str, Any], missing: bool | str = True) -> dict[str, Any]:
+    options: dict[str, Any] = {**FIT, "inducing_points": inducing_points, "missing_information": missing}
     if not case.endswith("-realistic"):  # the twin's likelihood; the realistic cases keep the default
         options |= {"likelihood": "gaussian", "error_floor": 0.0}
     options["inducing_layout"] = "random" if case.endswith("-random") else "greedy"
@@ -98,15 +98,17 @@ def foreground_coverage(dmap: Any, sky: Any) -> float:
     return float(np.mean((true_front >= lo) & (true_front <= hi)))
 
 
-def run_case(case: str, seed: int, inducing_points: int, field: dict[str, Any]) -> dict[str, Any]:
+def run_case(case: str, seed: int, inducing_points: int, field: dict[str, Any], missing: bool | str) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
     realistic = case.endswith("-realistic")
     sky = mock(seed, field, realistic)
     catalog = sky.catalog.with_volume_prior() if realistic else sky.catalog
     tag = "" if field == FIELD else "-g{:g}-{:g}-{:g}-a{:g}".format(*field["field_length_scale"], field["field_scale"])
+    tag += "" if missing is True else f"-missing-{missing}"
     checkpoint = CHECKPOINTS / f"field-{case}-seed{seed}-m{inducing_points}{tag}.ckpt"
     where = {"resume": checkpoint} if checkpoint.exists() else {"checkpoint": checkpoint}
-    fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, **where, **fit_options(case, inducing_points, field))
+    options = fit_options(case, inducing_points, field, missing)
+    fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, **where, **options)
     if fitted.stopped_by in INTERRUPTED:
         raise SystemExit(f"{case}, seed {seed}: fit {fitted.stopped_by} after {fitted.iterations} steps")
     dmap = fitted.predict(PREDICT, samples=100, progress=False)
@@ -164,8 +166,15 @@ def main() -> None:
     parser.add_argument(
         "--field-scale", type=float, default=FIELD["field_scale"], help="the field's variance, dex² (default 0.1)"
     )
+    parser.add_argument(
+        "--missing-information",
+        choices=["true", "false", "objective"],
+        default="true",
+        help="FitConfig.missing_information of every fit (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/calibration-*.json)")
     args = parser.parse_args()
+    missing = {"true": True, "false": False}.get(args.missing_information, args.missing_information)
     field = {"field_length_scale": tuple(args.field_length_scale), "field_scale": args.field_scale}
     record: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -174,14 +183,14 @@ def main() -> None:
         "mock": {**MOCK, **field},
         "train": repr(TRAIN),
         "predict": repr(PREDICT),
-        "fit": {**FIT, "inducing_points": args.inducing_points},
+        "fit": {**FIT, "inducing_points": args.inducing_points, "missing_information": missing},
     }
     rows = []
     for seed in args.seeds:
         held: dict[str, float] = {}
         clean_error: dict[str, float] = {}
         for case in args.cases:
-            row = run_case(case, seed, args.inducing_points, field)
+            row = run_case(case, seed, args.inducing_points, field, missing)
             kind, _, layout = case.partition("-")
             if kind == "held":
                 held[layout] = row["elbo"]

@@ -203,10 +203,10 @@ def hamiltonian_monte_carlo(
     return np.array(draws), np.array(trace), {"step": step, "acceptance": float(np.mean(accepted[sum(WARMUP) :]))}
 
 
-def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Draws of log10 density on the cells from the exact posterior, the covariance (in phi) of the Gaussian at its
-    mode, and the chain's diagnostics. ``start``: q's mean of phi, where the search for the mode begins."""
-    grid, likelihood, h = fitted.grid, fitted.likelihood, fitted.hyperparameters()
+def posterior_mode(likelihood: Any, grid: Grid, h: dict[str, Any], start: np.ndarray) -> dict[str, Any]:
+    """The exact posterior of phi on ``grid``'s cells (RBF prior at the hyperparameters ``h``, ``likelihood``) in the
+    whitened cell values w (phi = c + L_K w): its log density ``log_post(w)``, ``l_k``, ``c``, its mode (L-BFGS from
+    ``start``, a phi) and the Hessian of ``-log_post`` there."""
     xyz = torch.as_tensor(grid.cell_centers_xyz(), dtype=torch.float64)
     gamma = torch.tensor(h["length_scale_pc"], dtype=torch.float64)
     kernel = rbf_cross_covariance(xyz, xyz, gamma, torch.tensor(h["scale_dex2"], dtype=torch.float64))
@@ -234,6 +234,15 @@ def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarr
         lbfgs.step(closure)
     mode = w.detach().clone()
     hessian = torch.autograd.functional.hessian(lambda v: -log_post(v), mode)
+    return {"log_post": log_post, "l_k": l_k, "c": c, "mode": mode, "hessian": hessian}
+
+
+def exact_posterior(fitted: Any, start: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Draws of log10 density on the cells from the exact posterior, the covariance (in phi) of the Gaussian at its
+    mode, and the chain's diagnostics. ``start``: q's mean of phi, where the search for the mode begins."""
+    at = posterior_mode(fitted.likelihood, fitted.grid, fitted.hyperparameters(), start)
+    log_post, l_k, c, mode, hessian = (at[k] for k in ("log_post", "l_k", "c", "mode", "hessian"))
+    n = mode.numel()
     values, vectors = torch.linalg.eigh(0.5 * (hessian + hessian.T))
     values = values.clamp(min=0.5)
     laplace_cov = (l_k @ ((vectors / values) @ vectors.T) @ l_k.T).numpy()

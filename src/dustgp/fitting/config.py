@@ -129,12 +129,17 @@ class FitConfig:
         Added in quadrature to every extinction uncertainty, mag: ``sqrt(sigma² + floor²)``. No photometric
         extinction is known to better than ~0.01 mag (calibration and extinction-law systematics), and a star
         quoted at 1e-4 mag otherwise pins its neighbourhood and stiffens the fit.
-    missing_information : bool
+    missing_information : bool or "objective"
         ``"newton"``: when the fit ends, take off q's precision the information the stars' latent variables
         (distance node, outlier flag, t scale) do not carry, so that the map's bands are those of the stars'
         marginal likelihood, not of the mean-field EM that fitted it (Louis 1982;
         :mod:`dustgp.fitting.missing_information`). Default on; it changes nothing for Gaussian stars without
-        distance uncertainties. SVI's ELBO marginalises them exactly and needs none.
+        distance uncertainties. SVI's ELBO marginalises them exactly and needs none. ``"objective"``: count it
+        in the objective at every step instead (:mod:`dustgp.fitting.latent_information`), so that the
+        hyperparameters are learned against the stars' marginal likelihood rather than the mean-field bound,
+        which prefers fields too smooth along the sightline when distances are uncertain; q then ends corrected.
+        It costs one computation of the missing information per update (docs: Design notes, "The bound's scale
+        length through distance errors").
     dtype : {"float32", "float64"}
     device : str
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
@@ -193,7 +198,7 @@ class FitConfig:
     distance_uncertainty: str = "auto"
     distance_nodes: int = DISTANCE_NODES
     error_floor: float = 0.01
-    missing_information: bool = True
+    missing_information: bool | str = True
     dtype: str = "float32"
     device: str = "cpu"
     seed: int = 0
@@ -228,6 +233,9 @@ class FitConfig:
             raise ValueError("learn_scatter: the scatter is learned by method='newton' only (SVI keeps it fixed)")
         if not (math.isfinite(self.error_floor) and self.error_floor >= 0):
             raise ValueError(f"error_floor: expected a non-negative uncertainty in mag, got {self.error_floor!r}")
+        if not (isinstance(self.missing_information, bool) or self.missing_information == "objective"):
+            got = self.missing_information
+            raise ValueError(f"missing_information: expected true, false or 'objective', got {got!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         names = (

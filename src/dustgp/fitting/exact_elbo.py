@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..likelihood import StarLikelihood
 from ..linalg import psd_cholesky
 from ..model import JITTER
 from ..projection import rbf_along_sightlines, rbf_cross_covariance, rbf_cross_covariance_vjp
 from ..sightlines import GaussianStatistics
+from .latent_information import missing_information_phi
 
 __all__ = [
     "DTYPE",
@@ -68,6 +70,12 @@ class NewtonProblem:
     fixed_z : torch.Tensor or None
         Inducing locations when they are not learned, (M, 3).
     learn_hyperparameters : bool
+    count_missing : bool
+        Whether the objective is :mod:`~dustgp.fitting.latent_information`'s J, the ELBO with the stars'
+        latents summed over to second order (``missing_information="objective"``), rather than the ELBO.
+    missing : torch.Tensor or None
+        The stars' missing information in phi per column, ``(n_columns, n_d, n_d)``, dex⁻², held from the last
+        update of the latents, when ``count_missing``.
     """
 
     cells: torch.Tensor
@@ -79,6 +87,8 @@ class NewtonProblem:
     directions: torch.Tensor
     fixed_z: torch.Tensor | None
     learn_hyperparameters: bool = True
+    count_missing: bool = False
+    missing: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -89,6 +99,7 @@ class NewtonProblem:
         *,
         fixed_z: torch.Tensor | None,
         learn_hyperparameters: bool = True,
+        count_missing: bool = False,
     ) -> NewtonProblem:
         """From cell centres in the grid's order (distance bins outermost, ``(n_d * n_columns, 3)``)."""
         n_columns = cells_grid_order.shape[0] // n_d
@@ -105,7 +116,25 @@ class NewtonProblem:
             directions=cells[:, -1] / distances[:, -1:],
             fixed_z=None if fixed_z is None else fixed_z.to(DTYPE),
             learn_hyperparameters=learn_hyperparameters,
+            count_missing=count_missing,
         )
+
+    def use_statistics(self, likelihood: StarLikelihood, cell_moments: torch.Tensor) -> None:
+        """Take the statistics of ``likelihood`` after an update of its latents made at the q whose
+        :func:`~dustgp.sightlines.cell_extinction_moments` are ``cell_moments`` (and their missing information,
+        when it is counted)."""
+        self.stats = likelihood.statistics()
+        self.blocks = self.stats.column_blocks()
+        if self.count_missing:
+            self.missing = missing_information_phi(likelihood, cell_moments).to(DTYPE)
+
+    def expected_log_likelihood(self, mean: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
+        """The data term of the objective (nats): ``E_q[ln p(A | ρ)]`` of the node stars, plus
+        ``½ Σ tr(Σ_col C_col)`` with the held :attr:`missing` information when it is counted."""
+        value = self.stats.expected_log_likelihood(mean, covariance, self.blocks)
+        if self.missing is None:
+            return value
+        return value + 0.5 * (covariance * self.missing).sum()
 
     def prior_blocks(self, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """K_xx within each column, ``(n_columns, n_d, n_d)``, dex² (differentiable in alpha and gamma)."""
@@ -416,7 +445,7 @@ def evaluate(
     mean_leaf = mean.requires_grad_()
     cov_leaf = cov.requires_grad_()
     with torch.enable_grad():
-        ell = problem.stats.expected_log_likelihood(mean_leaf, cov_leaf, problem.blocks)
+        ell = problem.expected_log_likelihood(mean_leaf, cov_leaf)
     kl = 0.5 * (float((p_inv * p_inv).sum()) + float(m @ m) - m_size) + float(l_precision.diagonal().log().sum())
     return NewtonState(
         geometry=geo,

@@ -329,7 +329,7 @@ def _train(
         finally:
             bar.close()
     gp.eval()
-    if isinstance(runner, NewtonRunner) and config.missing_information and stopped_by not in INTERRUPTED:
+    if isinstance(runner, NewtonRunner) and config.missing_information is True and stopped_by not in INTERRUPTED:
         store_marginal_covariance(runner)  # before the last checkpoint, which keeps it for later maps
     save(stopped_by)
     result = snapshot(stopped_by)

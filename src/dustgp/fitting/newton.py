@@ -239,10 +239,9 @@ class NewtonOptimizer:
         if self.likelihood is None or self.likelihood.static:
             return state
         self.likelihood.update(self.cell_moments)
-        stats = self.likelihood.statistics()
-        self.problem.stats, self.problem.blocks = stats, stats.column_blocks()
+        self.problem.use_statistics(self.likelihood, self.cell_moments)
         with torch.enable_grad():
-            ell = stats.expected_log_likelihood(mean, cov, self.problem.blocks)
+            ell = self.problem.expected_log_likelihood(mean, cov)
         cache["ell"] = ell
         state.expected_log_likelihood = float(ell.detach())
         state.elbo = state.expected_log_likelihood - state.kl
@@ -390,8 +389,9 @@ class NewtonRunner:
         self.marginal: torch.Tensor | None = None  # q(v)'s factor from the marginal likelihood at the final state
         learn_z = config.learn_inducing_locations and config.learn_hyperparameters and not after_coarse
         fixed = None if learn_z else gp.inducing_points.detach()
+        learn, count = config.learn_hyperparameters, config.missing_information == "objective"
         self.problem = NewtonProblem.build(
-            cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=config.learn_hyperparameters
+            cells, grid.n_d, stats, fixed_z=fixed, learn_hyperparameters=learn, count_missing=count
         )
         theta, m, l_precision = newton_start(gp, self.problem)
         warmup = min(config.warmup, 1) if after_coarse else config.warmup
