@@ -46,7 +46,8 @@ class Fit:
         Training grid.
     config : FitConfig
     losses : numpy.ndarray
-        Negative ELBO (nats) at each iteration.
+        Negative ELBO (nats) at each iteration (of J, the ELBO with the stars' missing information counted, when
+        ``config.missing_information == "objective"``).
     map_changes : numpy.ndarray, shape (n_checks, 2)
         (iteration, q90 relative change of the mean map over the window) at each check of the map rule.
     iterations : int
