@@ -34,6 +34,11 @@ sightlines whose foreground extinction (to d_min) does.
         learned-realistic --out benchmarks/results/calibration-realistic-m1000.json
     .venv/bin/python benchmarks/bench_calibration.py --seeds 1 --cases held learned held-realistic \\
         learned-realistic --inducing-points 2000 --out benchmarks/results/calibration-realistic-m2000-seed1.json
+    .venv/bin/python benchmarks/bench_calibration.py --seeds 1 2 3 --cases held-realistic learned-realistic \\
+        --missing-information objective --out benchmarks/results/calibration-realistic-objective-m1000.json
+
+``--missing-information objective`` fits with the stars' missing information counted in the objective
+(``FitConfig.missing_information``); its fits are cached apart (``-missing-objective`` in the name).
 
 Fits are cached in the temporary directory (``field-<case>-seed<N>-m<M>.ckpt``); a cached fit is resumed, which runs
 one more step before its stop rule fires again, and its ``fit_seconds`` add up over the runs.
