@@ -34,8 +34,8 @@ and ``gaussian`` (Gaussian, distance errors ignored).
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin twin-robust default gaussian \
         inflate volume-prior --structure-size 2 --background 1.6e-3 \
         --out benchmarks/results/likelihood-resolved-edges-m1000.json
-    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 --cases volume-objective --structure-size 2 \\
-        --background 1.6e-3 --out benchmarks/results/likelihood-resolved-edges-m1000-objective-seed1.json
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases volume-objective --structure-size 2 \\
+        --background 1.6e-3 --out benchmarks/results/likelihood-resolved-edges-m1000-objective.json
 
 Records made before the default M became 1000 say theirs in ``fit``; those before the sheet's sky edges widened
 with ``--structure-size`` (``likelihood-resolved*.json`` without ``-edges``) are of a sky whose sheet ends within
