@@ -34,6 +34,8 @@ and ``gaussian`` (Gaussian, distance errors ignored).
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin twin-robust default gaussian \
         inflate volume-prior --structure-size 2 --background 1.6e-3 \
         --out benchmarks/results/likelihood-resolved-edges-m1000.json
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases gaussian inflate default \\
+        --structure-size 2 --background 1.6e-3 --out benchmarks/results/likelihood-resolved-edges-m1000-greedy-side.json
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases volume-objective --structure-size 2 \\
         --background 1.6e-3 --out benchmarks/results/likelihood-resolved-edges-m1000-objective.json
 
