@@ -39,6 +39,13 @@ and ``gaussian`` (Gaussian, distance errors ignored).
     .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases volume-objective --structure-size 2 \\
         --background 1.6e-3 --out benchmarks/results/likelihood-resolved-edges-m1000-objective.json
 
+``--training-cells N_L N_B N_D`` fits on another training grid over the same region (default 20 20 35; the fits are
+cached apart, ``-t<N_L>x<N_B>x<N_D>`` in the name):
+
+    .venv/bin/python benchmarks/bench_likelihood.py --seeds 1 2 3 --cases twin volume-prior volume-objective \\
+        --structure-size 2 --background 1.6e-3 --training-cells 40 40 35 \\
+        --out benchmarks/results/likelihood-resolved-edges-m1000-t40x40x35.json
+
 Records made before the default M became 1000 say theirs in ``fit``; those before the sheet's sky edges widened
 with ``--structure-size`` (``likelihood-resolved*.json`` without ``-edges``) are of a sky whose sheet ends within
 0.8 deg, inside one training column.
@@ -82,7 +89,17 @@ HERE = Path(__file__).resolve().parent
 CHECKPOINTS = Path(tempfile.gettempdir()) / "dustgp-bench-likelihood"
 REGION = {"l": (50.0, 90.0), "b": (-10.0, 10.0), "d": (180.0, 500.0)}
 TRUTH = Grid(l=(*REGION["l"], 100), b=(*REGION["b"], 100), d=(*REGION["d"], 115), ghost_cells=0)
-TRAIN = Grid(l=(*REGION["l"], 20), b=(*REGION["b"], 20), d=(*REGION["d"], 35), ghost_cells=2)
+#: Training cells in (l, b, d): the paper's Section 3 grid
+TRAINING_CELLS = (20, 20, 35)
+
+
+def training_grid(cells: tuple[int, int, int] = TRAINING_CELLS) -> Grid:
+    """The training grid over the region with ``cells`` = (n_l, n_b, n_d) cells and 2 ghost cells."""
+    n_l, n_b, n_d = cells
+    return Grid(l=(*REGION["l"], n_l), b=(*REGION["b"], n_b), d=(*REGION["d"], n_d), ghost_cells=2)
+
+
+TRAIN = training_grid()
 PREDICT = Grid(l=(*REGION["l"], 50), b=(*REGION["b"], 50), d=(*REGION["d"], 52), ghost_cells=2)
 MOCK = {
     "n_stars": 60_000,
@@ -159,11 +176,14 @@ def checkpoint_for(
     background: float = REALISTIC_BACKGROUND,
     size: float = 1.0,
     distance_errors: tuple[float, float] = DISTANCE_ERRORS,
+    training_cells: tuple[int, int, int] = TRAINING_CELLS,
 ) -> Path:
     """Where a case's finished fit is cached (shared with ``bench_bands.py``)."""
     sky_tag = "" if (background, size) == (REALISTIC_BACKGROUND, 1.0) else f"-bg{background:g}-size{size:g}"
     if CASES[name][0] and tuple(distance_errors) != DISTANCE_ERRORS:  # the twin has none to tag
         sky_tag += "-f{:g}-{:g}".format(*distance_errors)
+    if tuple(training_cells) != TRAINING_CELLS:
+        sky_tag += "-t{}x{}x{}".format(*training_cells)
     return CHECKPOINTS / f"{name}-seed{seed}-m{inducing_points}{sky_tag}.ckpt"
 
 
@@ -174,19 +194,19 @@ def run_case(
     background: float = REALISTIC_BACKGROUND,
     size: float = 1.0,
     distance_errors: tuple[float, float] = DISTANCE_ERRORS,
+    training_cells: tuple[int, int, int] = TRAINING_CELLS,
 ) -> dict[str, Any]:
     CHECKPOINTS.mkdir(exist_ok=True)
+    train = training_grid(training_cells)
     realistic, options = CASES[name]
     fit_options = {**FIT, "inducing_points": inducing_points, **options}
     sky = mock(seed, realistic, background, size, distance_errors)
     catalog = sky.catalog.with_volume_prior() if name in VOLUME_PRIOR else sky.catalog
     t0 = time.perf_counter()
     # a finished fit is not fitted again when the run is repeated
-    checkpoint = checkpoint_for(name, seed, inducing_points, background, size, distance_errors)
-    if checkpoint.exists():
-        fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, resume=checkpoint, **fit_options)
-    else:
-        fitted = dustgp.fit(catalog, TRAIN, progress=False, seed=seed, checkpoint=checkpoint, **fit_options)
+    checkpoint = checkpoint_for(name, seed, inducing_points, background, size, distance_errors, training_cells)
+    where = {"resume": checkpoint} if checkpoint.exists() else {"checkpoint": checkpoint}
+    fitted = dustgp.fit(catalog, train, progress=False, seed=seed, **where, **fit_options)
     if fitted.stopped_by in INTERRUPTED:  # Ctrl-C or SIGTERM: the checkpoint is saved; score nothing half-fitted
         raise SystemExit(f"{name}, seed {seed}: fit {fitted.stopped_by} after {fitted.iterations} steps")
     fit_seconds = fitted.seconds
@@ -195,7 +215,7 @@ def run_case(
     predict_seconds = time.perf_counter() - t0
     truth = compare_to_truth(dmap, sky)
     peaks = structure_peaks(dmap, sky)
-    cell = float(TRAIN.path_lengths[-1])
+    cell = float(train.path_lengths[-1])
     return {
         "case": name,
         "seed": seed,
@@ -205,6 +225,7 @@ def run_case(
         "background": background,
         "structure_size": size,
         "distance_errors": list(distance_errors) if realistic else None,
+        "training_cells": list(training_cells),
         "steps": fitted.iterations,
         "converged": fitted.converged,
         "fit_seconds": fit_seconds,
@@ -309,6 +330,14 @@ def main() -> None:
         metavar=("F_MIN", "F_MAX"),
         help="range of the realistic mock's fractional distance errors (default %(default)s)",
     )
+    parser.add_argument(
+        "--training-cells",
+        type=int,
+        nargs=3,
+        default=TRAINING_CELLS,
+        metavar=("N_L", "N_B", "N_D"),
+        help="training cells in l, b, d over the region, plus 2 ghost cells (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/likelihood-*.json)")
     args = parser.parse_args()
     record: dict[str, Any] = {
@@ -335,11 +364,14 @@ def main() -> None:
         fit = {**FIT, "inducing_points": args.inducing_points}
         errors = tuple(args.distance_errors)
         sky = {"background": args.background, "structure_size": args.structure_size, "distance_errors": errors}
-        record |= {"mock": {**MOCK, **REALISTIC, **sky}, "train": repr(TRAIN), "predict": repr(PREDICT), "fit": fit}
+        cells = tuple(args.training_cells)
+        train = repr(training_grid(cells))
+        record |= {"mock": {**MOCK, **REALISTIC, **sky}, "train": train, "predict": repr(PREDICT), "fit": fit}
         rows = []
         for seed in args.seeds:
             for name in args.cases:
-                rows.append(run_case(name, seed, args.inducing_points, args.background, args.structure_size, errors))
+                size = args.structure_size
+                rows.append(run_case(name, seed, args.inducing_points, args.background, size, errors, cells))
                 print_rows(rows[-1:])
                 print(json.dumps(rows[-1], default=str), flush=True)
         record["rows"] = rows
